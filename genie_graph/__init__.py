@@ -1,0 +1,26 @@
+"""genie-graph: Genie Flow's dialogue state machines, compiled to LangGraph graphs."""
+
+from ._compiler import build_graph
+from ._declaration import EventData, GenieStateMachine, MapTaskTemplate, NamedQueueTaskTemplate, State
+from ._flow import POLL, GenieCompat
+from ._invokers import GenieInvoker
+from ._model import DialogueElement, DialogueFormat, GenieModel, SecondaryStore, VersionedModel
+from ._user import User
+
+__all__ = [
+    "POLL",
+    "DialogueElement",
+    "DialogueFormat",
+    "EventData",
+    "GenieCompat",
+    "GenieInvoker",
+    "GenieModel",
+    "GenieStateMachine",
+    "MapTaskTemplate",
+    "NamedQueueTaskTemplate",
+    "SecondaryStore",
+    "State",
+    "User",
+    "VersionedModel",
+    "build_graph",
+]

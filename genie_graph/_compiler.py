@@ -1,0 +1,77 @@
+"""``build_graph``: a GenieModel class and its machine, compiled to a LangGraph ``StateGraph``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from ._composite import CompositeRunner
+from ._flow import CompiledFlow, GenieCompat, compile_flow
+from ._invokers import InvokerRegistry
+from ._model import GenieModel
+from ._nodes import make_node
+from ._templates import TemplateLibrary
+
+
+def graph_of(flow: CompiledFlow, checkpointer: BaseCheckpointSaver[Any] | bool | None = None) -> CompiledStateGraph[Any]:
+    """The compiled LangGraph graph of an already compiled flow."""
+    builder: StateGraph[Any] = StateGraph(flow.model_class)
+    for state_id, per_target in flow.targets.items():
+        destinations: dict[str, str] = {
+            target: " | ".join(labels) for target, labels in per_target.items()
+        }
+        if state_id in flow.finals:
+            destinations[END] = "done"
+        builder.add_node(state_id, make_node(flow, state_id), destinations=destinations)
+    builder.add_edge(START, flow.initial)
+    graph = builder.compile(checkpointer=checkpointer, name=flow.model_class.__name__)
+    graph.genie_flow = flow  # type: ignore[attr-defined]
+    return graph
+
+
+def build_graph(
+    model_class: type[GenieModel],
+    template_root: str | Path | None = None,
+    checkpointer: BaseCheckpointSaver[Any] | bool | None = None,
+    *,
+    template_directories: dict[str, str | Path] | None = None,
+    compat: GenieCompat | None = None,
+) -> CompiledStateGraph[Any]:
+    """Validate a flow and compile it into a LangGraph graph whose state is the model.
+
+    Each state becomes a node named by its id; every declared transition is an edge labelled
+    ``event [conditions]``. User states wait with ``interrupt()`` and resume with
+    ``Command(resume={"event": name, "event_input": text})``.
+
+    Args:
+        model_class: the flow's ``GenieModel`` subclass.
+        template_root: the directory the ``templates`` names are relative to.
+        checkpointer: a LangGraph checkpointer; needed to resume after an interrupt.
+        template_directories: Genie Flow style ``prefix -> directory`` registrations.
+        compat: Genie Flow behaviours to keep (see ``GenieCompat``).
+
+    Returns:
+        The compiled graph (``invoke``, ``stream``, ``get_state``, ... as any LangGraph graph).
+
+    Raises:
+        FlowDefinitionError: the declaration is wrong; the message names the culprit.
+        TemplateError: a template is missing or does not compile.
+
+    Example:
+        >>> from langgraph.checkpoint.memory import InMemorySaver
+        >>> from langgraph.types import Command
+        >>> graph = build_graph(QandAModel, "prompts", InMemorySaver())  # doctest: +SKIP
+        >>> config = {"configurable": {"thread_id": "1"}}
+        >>> graph.invoke(QandAModel(), config)  # doctest: +SKIP
+        >>> graph.invoke(Command(resume={"event": "user_input", "event_input": "Hi"}), config)  # doctest: +SKIP
+    """
+    compat = compat or GenieCompat()
+    library = TemplateLibrary(template_root, strict_undefined=not compat.lenient_undefined)
+    for prefix, directory in (template_directories or {}).items():
+        library.register_template_directory(prefix, directory)
+    flow = compile_flow(model_class, CompositeRunner(library, InvokerRegistry()), compat)
+    return graph_of(flow, checkpointer)

@@ -1,0 +1,246 @@
+"""Running a state's template: one invocation, or a composite of them.
+
+Composites behave as in Genie Flow: a list runs in sequence (each step sees the previous
+output as ``previous_result``, ``parsed_previous_result`` and ``actor_input``), a dict runs its
+values concurrently and yields a JSON object keyed like the dict, a ``MapTaskTemplate`` runs
+one template per list item concurrently and yields a JSON list in order, and a callable is a
+custom step called with the render data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jmespath
+
+from ._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTemplate
+from ._invokers import InvokerRegistry
+from ._templates import TemplateLibrary
+from .errors import FlowDefinitionError, InvokerError
+
+
+class ProgressSink(Protocol):
+    """Where a run reports its sub-tasks: how many there are, and how many are done."""
+
+    def add_total(self, count: int) -> None: ...
+
+    def add_done(self, count: int = 1) -> None: ...
+
+
+class _NoProgress:
+    def add_total(self, count: int) -> None:
+        pass
+
+    def add_done(self, count: int = 1) -> None:
+        pass
+
+
+NO_PROGRESS: ProgressSink = _NoProgress()
+
+
+class OnErrorEvent(Exception):
+    """An invoker failed and its ``on_error: {event, content}`` names the event to send instead."""
+
+    def __init__(self, event: str, content: str) -> None:
+        self.event = event
+        self.content = content
+        super().__init__(f"on_error sends {event!r}")
+
+
+def parse_if_json(value: Any) -> Any:
+    """``json.loads(value)`` for a JSON string, anything else unchanged (Genie Flow's rule)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+@dataclass
+class CompositeRunner:
+    """Renders and invokes composite templates for one compiled flow."""
+
+    library: TemplateLibrary
+    invokers: InvokerRegistry
+
+    # ---- build time ---------------------------------------------------------------------
+    def check(self, template: CompositeTemplate, flow: str, state_id: str) -> None:
+        """Validate ``template`` (recursively) at build time, naming the state at fault."""
+        if isinstance(template, NamedQueueTaskTemplate):
+            self.check(template.template, flow, state_id)
+        elif isinstance(template, MapTaskTemplate):
+            if not isinstance(template.template_name, str):
+                raise FlowDefinitionError(flow, "a MapTaskTemplate maps a single template name", [state_id])
+            self.check(template.template_name, flow, state_id)
+        elif isinstance(template, str):
+            self.library.check(template)
+            config = self.library.config_of(template)
+            if config.invoker is not None:
+                self.invokers.check(config.invoker)
+        elif isinstance(template, list):
+            if not template:
+                raise FlowDefinitionError(flow, "an empty list is not a template", [state_id])
+            for step in template:
+                self.check(step, flow, state_id)
+        elif isinstance(template, dict):
+            if not template:
+                raise FlowDefinitionError(flow, "an empty dict is not a template", [state_id])
+            for part in template.values():
+                self.check(part, flow, state_id)
+        elif not callable(template):
+            raise FlowDefinitionError(
+                flow,
+                f"template {template!r} is not a name, list, dict, MapTaskTemplate, "
+                "NamedQueueTaskTemplate or callable",
+                [state_id],
+            )
+
+    def invokes(self, template: CompositeTemplate) -> bool:
+        """Whether a state with this template is an invoker state (every composite is)."""
+        if isinstance(template, str):
+            return self.library.is_invoker(template)
+        return True
+
+    def count(self, template: CompositeTemplate) -> int:
+        """Sub-tasks a run of ``template`` reports before maps expand (Genie Flow's counting)."""
+        if isinstance(template, NamedQueueTaskTemplate):
+            return self.count(template.template)
+        if isinstance(template, list):
+            return sum(self.count(t) for t in template) + len(template) - 1
+        if isinstance(template, dict):
+            return sum(self.count(t) for t in template.values()) + 1
+        return 1
+
+    # ---- run time -----------------------------------------------------------------------
+    async def run(
+        self,
+        template: CompositeTemplate,
+        render_data: Callable[[], dict[str, Any]],
+        progress: ProgressSink = NO_PROGRESS,
+        drag_net: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Run ``template`` and return its output text.
+
+        Args:
+            template: the state's template.
+            render_data: builds fresh render data of the session's model (called per step).
+            progress: receives sub-task counts.
+            drag_net: values laid over the render data (``previous_result``, ``map_value``, ...).
+
+        Raises:
+            InvokerError: an invoker failed and its directory declares no ``on_error``.
+            OnErrorEvent: an invoker failed and ``on_error`` names an event to send.
+        """
+        if isinstance(template, NamedQueueTaskTemplate):
+            return await self.run(template.template, render_data, progress, drag_net)
+        if isinstance(template, str):
+            result = await self._run_leaf(template, render_data, drag_net)
+        elif isinstance(template, list):
+            result = await self._run_chain(template, render_data, progress, drag_net)
+        elif isinstance(template, dict):
+            keys = list(template)
+            parts = await asyncio.gather(
+                *(self.run(template[k], render_data, progress, drag_net) for k in keys)
+            )
+            result = json.dumps({k: parse_if_json(r) for k, r in zip(keys, parts, strict=True)})
+        elif isinstance(template, MapTaskTemplate):
+            result = await self._run_map(template, render_data, progress, drag_net)
+        else:
+            result = await self._run_callable(template, render_data, drag_net)
+        if not isinstance(template, list):  # a chain counts its hand-overs instead
+            progress.add_done()
+        return result
+
+    async def _run_chain(
+        self,
+        steps: list[CompositeTemplate],
+        render_data: Callable[[], dict[str, Any]],
+        progress: ProgressSink,
+        drag_net: Mapping[str, Any] | None,
+    ) -> str:
+        result = ""
+        for index, step in enumerate(steps):
+            if index > 0:
+                progress.add_done()  # Genie Flow counts the hand-over between steps as a task
+                drag_net = {
+                    "previous_result": result,
+                    "parsed_previous_result": parse_if_json(result) if result else None,
+                    "actor_input": result,
+                    "parsed_actor_input": parse_if_json(result) if result else None,
+                }
+            result = await self.run(step, render_data, progress, drag_net)
+        return result
+
+    async def _run_map(
+        self,
+        template: MapTaskTemplate,
+        render_data: Callable[[], dict[str, Any]],
+        progress: ProgressSink,
+        drag_net: Mapping[str, Any] | None,
+    ) -> str:
+        data = {**render_data(), **(drag_net or {})}
+        values = jmespath.search(template.list_attribute, data)
+        if values is None:
+            values = []
+        elif not isinstance(values, list):
+            values = [values]
+        progress.add_total(len(values))
+
+        async def one(index: int, value: Any) -> Any:
+            overlay = {**(drag_net or {}), template.map_index_field: index, template.map_value_field: value}
+            text = await self._run_leaf(template.template_name, render_data, overlay)
+            progress.add_done()
+            return parse_if_json(text)
+
+        results = await asyncio.gather(*(one(i, v) for i, v in enumerate(values)))
+        return json.dumps(list(results))
+
+    async def _run_callable(
+        self,
+        step: Callable[..., Any],
+        render_data: Callable[[], dict[str, Any]],
+        drag_net: Mapping[str, Any] | None,
+    ) -> str:
+        data = {**render_data(), **(drag_net or {})}
+        if inspect.iscoroutinefunction(step):
+            return _as_text(await step(data))
+        result = await asyncio.to_thread(step, data)
+        if inspect.isawaitable(result):
+            result = await result
+        return _as_text(result)
+
+    async def _run_leaf(
+        self,
+        name: str,
+        render_data: Callable[[], dict[str, Any]],
+        drag_net: Mapping[str, Any] | None,
+    ) -> str:
+        data = {**render_data(), **(drag_net or {})}
+        prompt = self.library.render(name, data)
+        config = self.library.config_of(name)
+        if config.invoker is None:
+            return prompt  # a renderer template inside a composite contributes its text
+        try:
+            return await self.invokers.pool_for(config.invoker).ainvoke(prompt)
+        except InvokerError as exc:
+            on_error = config.invoker.get("on_error")
+            if on_error is None:
+                raise InvokerError(f"template {name!r}: {exc}") from exc
+            error_data = {**data, "error": str(exc)}
+            if isinstance(on_error, Mapping):
+                event = on_error.get("event")
+                if not isinstance(event, str):
+                    raise InvokerError(f"template {name!r}: on_error mapping needs 'event:'") from exc
+                content = self.library.render_string(str(on_error.get("content", "")), error_data)
+                raise OnErrorEvent(event, content) from exc
+            return self.library.render_string(str(on_error), error_data)

@@ -1,0 +1,356 @@
+"""A flow compiled from its declaration: state kinds, events, and how one transition runs.
+
+``compile_flow`` validates a ``GenieModel`` class and its ``GenieStateMachine`` once. The
+resulting :class:`CompiledFlow` is what graph nodes and the session runtime share: it picks
+the transition an event takes (conditions only), runs it with Genie Flow's hook order and
+dialogue recording, and renders user-facing templates.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from statemachine import State
+from statemachine.event_data import EventData, TriggerData
+from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
+from statemachine.transition import Transition
+
+from ._composite import CompositeRunner
+from ._declaration import CompositeTemplate, GenieStateMachine
+from ._model import Actor, DialoguePersistence, GenieModel, StateKind
+from .errors import EventNotAllowed, FlowDefinitionError
+
+POLL = "poll"
+"""The reserved event name that asks how a background run is doing."""
+
+_RECORDING: dict[tuple[StateKind, StateKind], DialoguePersistence] = {
+    (StateKind.USER, StateKind.USER): DialoguePersistence.RENDERED,
+    (StateKind.USER, StateKind.INVOKER): DialoguePersistence.RAW,
+    (StateKind.INVOKER, StateKind.USER): DialoguePersistence.RENDERED,
+    (StateKind.INVOKER, StateKind.INVOKER): DialoguePersistence.NONE,
+}
+_ACTOR = {StateKind.USER: Actor.USER, StateKind.INVOKER: Actor.ASSISTANT}
+_GENERIC_HOOKS = frozenset(
+    {"on_enter_state", "on_exit_state", "before_transition", "on_transition", "after_transition"}
+)
+_HOOK_PATTERN = re.compile(r"^(on_enter|on_exit|before|after)_(\w+)$")
+
+
+@dataclass(frozen=True)
+class GenieCompat:
+    """Genie Flow behaviours that genie-graph fixes by default; set a flag to get the old one.
+
+    Attributes:
+        user_to_user_rendered_as_user: on a user->user transition, record only the rendered
+            target template, as a ``user`` utterance (Genie Flow). Default: record the user's raw
+            input as ``user``, then the rendered template as ``assistant``.
+        state_id_is_value: ``state_id`` in render data is the state's value (Genie Flow), not its id.
+        lenient_undefined: a missing template variable renders as "" instead of raising.
+    """
+
+    user_to_user_rendered_as_user: bool = False
+    state_id_is_value: bool = False
+    lenient_undefined: bool = False
+
+
+class _TransitionRecorder:
+    """python-statemachine listener doing Genie Flow's ``TransitionManager`` work.
+
+    It runs after the machine's own ``before_transition`` and ``after_transition``, so the
+    dialogue is recorded last, with whatever ``dialogue_persistence`` a hook left.
+    """
+
+    def __init__(self, flow: CompiledFlow) -> None:
+        self._flow = flow
+
+    def before_transition(self, event_data: EventData, source: State, target: State) -> None:
+        model: GenieModel = event_data.machine.model
+        source_kind = self._flow.kinds[source.id]
+        target_kind = self._flow.kinds[target.id]
+        model.source_type = source_kind
+        model.target_type = target_kind
+        model.actor = _ACTOR[source_kind]
+        model.dialogue_persistence = _RECORDING[(source_kind, target_kind)]
+        model.actor_input = event_data.args[0] if event_data.args else None
+        model.task_error = None
+
+    def after_transition(self, event_data: EventData, target: State) -> None:
+        model: GenieModel = event_data.machine.model
+        persistence = model.dialogue_persistence
+        if persistence is DialoguePersistence.RAW:
+            model.record_dialogue_element()
+        elif persistence is DialoguePersistence.RENDERED:
+            compat = self._flow.compat
+            user_to_user = model.source_type is StateKind.USER and model.target_type is StateKind.USER
+            if user_to_user and not compat.user_to_user_rendered_as_user and model.actor_input:
+                model.add_dialogue_element(Actor.USER, model.actor_input)
+            model.actor_input = self._flow.render(target.id, model)
+            actor = model.actor
+            if user_to_user and not compat.user_to_user_rendered_as_user:
+                actor = Actor.ASSISTANT
+            model.add_dialogue_element(actor or Actor.ASSISTANT, model.actor_input)
+
+
+@dataclass
+class CompiledFlow:
+    """A validated flow: everything a node or the runtime needs to know about its states."""
+
+    model_class: type[GenieModel]
+    machine_class: type[GenieStateMachine]
+    runner: CompositeRunner
+    compat: GenieCompat
+    templates: dict[str, CompositeTemplate]
+    kinds: dict[str, StateKind]
+    initial: str
+    finals: frozenset[str]
+    events_out: dict[str, list[str]]
+    completion_event: dict[str, str]
+    id_by_value: dict[Any, str]
+    names: dict[str, str]
+    targets: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """source id -> target id -> edge labels (``event [cond]``) of the declared transitions."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.machine_class.__module__}.{self.machine_class.__qualname__}"
+
+    # ---- state lookup -------------------------------------------------------------------
+    def state_of(self, model: GenieModel) -> str:
+        """The id of the model's current state."""
+        try:
+            return self.id_by_value[model.state]
+        except KeyError:
+            raise FlowDefinitionError(
+                self.name, f"model.state {model.state!r} is no state value of this machine"
+            ) from None
+
+    def next_actions(self, state_id: str) -> list[str]:
+        """Events the state accepts, in declaration order, conditions not evaluated."""
+        return list(self.events_out[state_id])
+
+    # ---- rendering ----------------------------------------------------------------------
+    def render_data(self, model: GenieModel) -> dict[str, Any]:
+        """What every template sees: the model's render data, adjusted by the compat flags."""
+        data: dict[str, Any] = model.render_data
+        if self.compat.state_id_is_value:
+            data["state_id"] = model.state
+        return data
+
+    def render(self, state_id: str, model: GenieModel) -> str:
+        """Render a user-facing state's template with the model's render data."""
+        template = self.templates[state_id]
+        if not isinstance(template, str):
+            raise FlowDefinitionError(self.name, "only a template name can be rendered for a user", [state_id])
+        return self.runner.library.render(template, self.render_data(model))
+
+    # ---- transitions --------------------------------------------------------------------
+    def machine(self, model: GenieModel) -> GenieStateMachine:
+        """A machine on ``model`` with the dialogue recorder listening (no hooks run)."""
+        return self.machine_class(model, listeners=[_TransitionRecorder(self)])
+
+    def enter_initial_state(self, model: GenieModel, *, record_intro: bool = True) -> None:
+        """Put a new model in the initial state: run its enter hooks, record the intro.
+
+        The intro is the initial state's rendered template, recorded as the assistant's first
+        utterance (Genie Flow's ``create_new_session``); ephemeral sessions skip it.
+        """
+        self.machine(model)  # a machine built on state None enters the initial state
+        if record_intro:
+            model.add_dialogue_element(Actor.ASSISTANT, self.render(self.initial, model))
+
+    def select(self, model: GenieModel, event: str, event_input: str) -> Transition:
+        """The transition ``event`` takes from the model's state; evaluates conditions only.
+
+        Raises:
+            EventNotAllowed: the state has no transition for the event, or none whose
+                conditions pass. Nothing is changed.
+        """
+        state_id = self.state_of(model)
+        allowed = self.events_out[state_id]
+        if event not in allowed:
+            raise self._refusal(model, state_id, event)
+        machine = self.machine(model)
+        bound = getattr(machine, event)
+        for transition in machine.current_state.transitions:
+            if not transition.match(event):
+                continue
+            trigger = TriggerData(machine=machine, event=bound, args=(event_input,))
+            event_data = EventData(trigger_data=trigger, transition=transition)
+            if machine._callbacks.all(transition.cond.key, *event_data.args, **event_data.extended_kwargs):
+                return transition
+        raise self._refusal(
+            model,
+            state_id,
+            event,
+            f"event {event!r} is allowed in state {state_id!r} but the conditions of all its "
+            "transitions failed for this input",
+        )
+
+    async def send(self, model: GenieModel, event: str, event_input: str) -> None:
+        """Run the transition ``event`` takes, with every hook, on ``model`` (changed in place).
+
+        Raises:
+            EventNotAllowed: no transition passes; the model is unchanged.
+        """
+        machine = self.machine(model)
+        try:
+            result = machine.send(event, event_input)
+            if inspect.isawaitable(result):
+                await result
+        except TransitionNotAllowed:
+            raise self._refusal(model, self.state_of(model), event) from None
+
+    def _refusal(self, model: GenieModel, state_id: str, event: str, reason: str = "") -> EventNotAllowed:
+        return EventNotAllowed(
+            session_id=model.session_id,
+            state=state_id,
+            state_name=self.names[state_id],
+            allowed=self.events_out[state_id],
+            received=event,
+            reason=reason,
+        )
+
+
+def _label(transition: Transition) -> str:
+    specs = []
+    for spec in transition.cond:
+        expression = str(spec.func) if isinstance(spec.func, str) else getattr(spec.func, "__name__", "cond")
+        specs.append(expression if spec.expected_value else f"!{expression}")
+    events = " ".join(str(e) for e in transition.events)
+    return f"{events} [{' and '.join(specs)}]" if specs else events
+
+
+def compile_flow(
+    model_class: type[GenieModel],
+    runner: CompositeRunner,
+    compat: GenieCompat | None = None,
+) -> CompiledFlow:
+    """Validate a model class and its machine, and compile them.
+
+    Raises:
+        FlowDefinitionError: naming the states, events or hooks at fault.
+    """
+    flow_name = f"{model_class.__module__}.{model_class.__qualname__}"
+    if not (isinstance(model_class, type) and issubclass(model_class, GenieModel)):
+        raise FlowDefinitionError(flow_name, "is not a GenieModel subclass", fix="Subclass genie_graph.GenieModel")
+    try:
+        machine_class = model_class.get_state_machine_class()
+    except NotImplementedError as exc:
+        raise FlowDefinitionError(
+            flow_name, "get_state_machine_class() is not implemented",
+            fix="Add a classmethod get_state_machine_class returning the GenieStateMachine subclass",
+        ) from exc
+    if not (isinstance(machine_class, type) and issubclass(machine_class, GenieStateMachine)):
+        raise FlowDefinitionError(
+            flow_name, f"get_state_machine_class() returned {machine_class!r}",
+            fix="Return a genie_graph.GenieStateMachine subclass",
+        )
+    name = f"{machine_class.__module__}.{machine_class.__qualname__}"
+    states: list[State] = list(machine_class.states)
+    ids = [s.id for s in states]
+
+    initials = [s.id for s in states if s.initial]
+    if len(initials) != 1:
+        raise FlowDefinitionError(name, "needs exactly one initial state", initials or ids,
+                                  fix="Mark one state State(initial=True)")
+    values = [s.value for s in states]
+    duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+    if duplicates:
+        raise FlowDefinitionError(name, "state values must be unique", duplicates)
+
+    templates = dict(getattr(machine_class, "templates", {}) or {})
+    missing = [i for i in ids if i not in templates]
+    if missing:
+        raise FlowDefinitionError(name, "states without a template", missing,
+                                  fix="Add an entry for each to the machine's `templates` dict")
+    unknown = [k for k in templates if k not in ids]
+    if unknown:
+        raise FlowDefinitionError(name, "templates given for states that do not exist", unknown,
+                                  fix=f"Known states: {', '.join(ids)}")
+
+    events = [str(e) for e in machine_class.events]
+    for attr in dir(machine_class):
+        match = _HOOK_PATTERN.match(attr)
+        if not match or attr in _GENERIC_HOOKS or not callable(getattr(machine_class, attr, None)):
+            continue
+        kind, subject = match.groups()
+        valid = ids if kind in ("on_enter", "on_exit") else events
+        if subject not in valid:
+            raise FlowDefinitionError(
+                name, f"hook {attr} names no {'state' if kind in ('on_enter', 'on_exit') else 'event'}",
+                [attr], fix=f"Known {'states' if kind in ('on_enter', 'on_exit') else 'events'}: {', '.join(valid)}",
+            )
+
+    kinds: dict[str, StateKind] = {}
+    for state in states:
+        template = templates[state.id]
+        runner.check(template, name, state.id)
+        kinds[state.id] = StateKind.INVOKER if runner.invokes(template) else StateKind.USER
+
+    events_out = {s.id: [str(e) for e in s.transitions.unique_events] for s in states}
+    completion_event: dict[str, str] = {}
+    declared_completions = dict(getattr(machine_class, "completion_events", {}) or {})
+    for state in states:
+        if kinds[state.id] is not StateKind.INVOKER:
+            continue
+        if not events_out[state.id]:
+            raise FlowDefinitionError(name, "invoker states need an outgoing event", [state.id],
+                                      fix="Add a transition out of it, e.g. ai_extraction = state.to(next)")
+        chosen = declared_completions.get(state.id, events_out[state.id][0])
+        if chosen not in events_out[state.id]:
+            raise FlowDefinitionError(name, f"completion event {chosen!r} does not leave the state",
+                                      [state.id], fix=f"Choose one of {', '.join(events_out[state.id])}")
+        completion_event[state.id] = chosen
+
+    reachable = {initials[0]}
+    frontier = [initials[0]]
+    by_id = {s.id: s for s in states}
+    while frontier:
+        for transition in by_id[frontier.pop()].transitions:
+            if transition.target.id not in reachable:
+                reachable.add(transition.target.id)
+                frontier.append(transition.target.id)
+    unreachable = [i for i in ids if i not in reachable]
+    if unreachable:
+        raise FlowDefinitionError(name, "unreachable states", unreachable,
+                                  fix="Add a transition into each, or remove it")
+
+    targets: dict[str, dict[str, list[str]]] = {}
+    for state in states:
+        per_target = targets.setdefault(state.id, {})
+        for transition in state.transitions:
+            per_target.setdefault(transition.target.id, []).append(_label(transition))
+
+    flow = CompiledFlow(
+        model_class=model_class,
+        machine_class=machine_class,
+        runner=runner,
+        compat=compat or GenieCompat(),
+        templates=templates,
+        kinds=kinds,
+        initial=initials[0],
+        finals=frozenset(s.id for s in states if s.final),
+        events_out=events_out,
+        completion_event=completion_event,
+        id_by_value={s.value: s.id for s in states},
+        names={s.id: s.name for s in states},
+        targets=targets,
+    )
+    try:  # resolves every cond/unless name and expression, as python-statemachine does per instance
+        flow.machine_class(model_class.model_construct(state=by_id[initials[0]].value), listeners=[])
+    except InvalidDefinition as exc:
+        raise FlowDefinitionError(name, str(exc), fix="Define the named method on the machine or the model") from exc
+    return flow
+
+
+def flow_info(flow: CompiledFlow) -> Mapping[str, Any]:
+    """A plain description of a compiled flow (for listings and drawings)."""
+    return {
+        "machine": flow.name,
+        "initial": flow.initial,
+        "states": {sid: {"kind": flow.kinds[sid].name.lower(), "events": flow.events_out[sid]} for sid in flow.kinds},
+    }

@@ -1,0 +1,184 @@
+"""One state at run time: the LangGraph node that waits for, or computes, its next event.
+
+* A user state's node waits with ``interrupt()`` for ``{"event", "event_input"}`` and runs the
+  transition that event takes. Nothing happens before the interrupt, so a resumed node runs
+  each hook exactly once.
+* An invoker state's node renders its template, calls its invoker(s), and sends the state's
+  completion event with the output, as Genie Flow's Celery chain does.
+* A final state's node ends the run.
+
+Every node works on a deep copy of the model and returns only the fields that changed, routing
+with ``Command(goto=...)``; the declared transitions are given to LangGraph as destinations so
+drawings show every edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.graph import END
+from langgraph.types import Command, interrupt
+
+from ._composite import NO_PROGRESS, OnErrorEvent, ProgressSink
+from ._flow import CompiledFlow
+from ._model import GenieModel, StateKind
+from .errors import EventNotAllowed
+
+logger = logging.getLogger("genie_graph")
+
+current_progress: contextvars.ContextVar[ProgressSink] = contextvars.ContextVar(
+    "genie_graph_progress", default=NO_PROGRESS
+)
+"""Set by the session runtime around a run, so invoker nodes can report sub-task counts."""
+
+RECORD_INTRO = "genie_record_intro"
+"""``configurable`` key: False starts a thread without rendering the intro (ephemeral sessions)."""
+
+
+def changed_fields(before: GenieModel, after: GenieModel) -> dict[str, Any]:
+    """The fields whose values differ, as JSON data: the update a node returns.
+
+    Channels hold plain JSON values, so any checkpointer stores them without a class
+    allow-list, and LangGraph validates them back into the model for the next node.
+    """
+    changed = {name for name in type(after).model_fields if getattr(after, name) != getattr(before, name)}
+    if not changed:
+        return {}
+    return after.model_dump(mode="json", include=changed)
+
+
+def _waiting_payload(flow: CompiledFlow, model: GenieModel, state_id: str, error: str | None) -> dict[str, Any]:
+    last = model.dialogue[-1].actor_text if model.dialogue else None
+    return {
+        "session_id": model.session_id,
+        "state": state_id,
+        "response": last,
+        "next_actions": flow.next_actions(state_id),
+        "error": error,
+    }
+
+
+def _parse_resume(value: Any) -> tuple[str, str]:
+    if isinstance(value, str):
+        return "user_input", value
+    if not isinstance(value, Mapping) or not isinstance(value.get("event"), str):
+        raise ValueError(
+            f'resume with {{"event": <name>, "event_input": <text>}}, got {value!r}'
+        )
+    text = value.get("event_input", "")
+    return value["event"], "" if text is None else str(text)
+
+
+def _goto(flow: CompiledFlow, model: GenieModel) -> str:
+    return flow.state_of(model)
+
+
+def _run_blocking(afunc: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run an async node from LangGraph's sync API, also inside a thread with a running loop."""
+    context = contextvars.copy_context()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return context.run(asyncio.run, afunc(*args))
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(asyncio.run, afunc(*args))
+        except BaseException as exc:  # re-raised in the caller's thread, GraphInterrupt included
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="genie-graph-node")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
+    """The LangGraph node for state ``state_id`` (sync and async)."""
+    kind = flow.kinds[state_id]
+    is_initial = state_id == flow.initial
+    is_final = state_id in flow.finals
+
+    async def user_node(state: GenieModel, config: RunnableConfig) -> Command[Any]:
+        model = state.model_copy(deep=True)
+        if is_initial and model.state is None:
+            record = (config.get("configurable") or {}).get(RECORD_INTRO, True)
+            flow.enter_initial_state(model, record_intro=bool(record))
+            return Command(update=changed_fields(state, model), goto=state_id)
+        if is_final:
+            return Command(goto=END)
+        error: str | None = None
+        while True:
+            resume = interrupt(_waiting_payload(flow, model, state_id, error))
+            try:
+                event, text = _parse_resume(resume)
+                work = model.model_copy(deep=True)
+                await flow.send(work, event, text)
+            except EventNotAllowed as exc:
+                error = exc.to_json()
+                continue
+            except ValueError as exc:
+                error = str(exc)
+                continue
+            return Command(update=changed_fields(state, work), goto=_goto(flow, work))
+
+    async def invoker_node(state: GenieModel, config: RunnableConfig) -> Command[Any]:
+        model = state.model_copy(deep=True)
+        if is_initial and model.state is None:
+            flow.enter_initial_state(model, record_intro=False)
+        template = flow.templates[state_id]
+        progress = current_progress.get()
+        progress.add_total(flow.runner.count(template) + 1)
+        event = flow.completion_event[state_id]
+        failure: Exception | None = None
+        try:
+            output = await flow.runner.run(template, lambda: flow.render_data(model), progress)
+        except OnErrorEvent as routed:
+            event, output = routed.event, routed.content
+        except Exception as exc:  # an invoker's failure is kept on the session, not raised
+            logger.warning("invoker state %s of session %s failed: %s", state_id, model.session_id, exc)
+            failure, output = exc, ""
+        try:
+            await flow.send(model, event, output)
+        except EventNotAllowed as refusal:
+            if failure is None:
+                failure = refusal
+            # No transition takes the output: the session stays in this state with the error.
+            model = state.model_copy(deep=True)
+        progress.add_done()
+        if failure is not None:
+            model.task_error = json.dumps(
+                {
+                    "session_id": model.session_id,
+                    "state": state_id,
+                    "exception": f"{type(failure).__name__}: {failure}",
+                }
+            )
+            if model.state == state.state:
+                return Command(update=changed_fields(state, model), goto=END)
+        return Command(update=changed_fields(state, model), goto=_goto(flow, model))
+
+    async def final_node(state: GenieModel, config: RunnableConfig) -> Command[Any]:
+        return Command(goto=END)
+
+    if is_final and kind is StateKind.USER:
+        afunc: Callable[..., Awaitable[Command[Any]]] = final_node if not is_initial else user_node
+    elif kind is StateKind.INVOKER:
+        afunc = invoker_node
+    else:
+        afunc = user_node
+
+    def func(state: GenieModel, config: RunnableConfig) -> Command[Any]:
+        return _run_blocking(afunc, state, config)  # type: ignore[no-any-return]
+
+    return RunnableLambda(func, afunc=afunc, name=state_id)

@@ -1,0 +1,180 @@
+"""genie-graph's errors: one family, each carrying its facts as attributes.
+
+    GenieGraphError
+    ├── FlowDefinitionError        a flow declaration is wrong (raised at build time)
+    ├── TemplateError              a template is missing or cannot render
+    ├── InvokerConfigError         a meta.yaml ``invoker:`` mapping is wrong
+    ├── InvokerError               an invoker failed while answering
+    ├── UnknownModelKey            no flow is registered under a model key
+    ├── UnknownSession             no session with that id (or it expired)
+    ├── EventNotAllowed            the event cannot be sent in the current state
+    ├── SessionBusy                a background run is still in flight for the session
+    ├── SecondaryStorageError      a write-once secondary-storage key was written twice
+    └── SchemaUpgradeError         stored data has a schema version the class cannot read
+
+Every message ends with what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+
+class GenieGraphError(Exception):
+    """Root of every error genie-graph raises on purpose."""
+
+
+class FlowDefinitionError(GenieGraphError):
+    """A state machine, its templates or its model are declared wrongly.
+
+    Attributes:
+        flow: the qualified name of the state machine class.
+        culprits: the state ids, event names or hook names at fault.
+    """
+
+    def __init__(self, flow: str, problem: str, culprits: Sequence[str] = (), fix: str = "") -> None:
+        self.flow = flow
+        self.culprits = list(culprits)
+        message = f"{flow}: {problem}"
+        if self.culprits:
+            message += f" ({', '.join(self.culprits)})"
+        if fix:
+            message += f". {fix}"
+        super().__init__(message)
+
+
+class TemplateError(GenieGraphError):
+    """A template cannot be found, loaded or rendered.
+
+    Attributes:
+        template: the template name as given in the ``templates`` mapping.
+    """
+
+    def __init__(self, template: str, message: str) -> None:
+        self.template = template
+        super().__init__(f"template {template!r}: {message}")
+
+
+class InvokerConfigError(GenieGraphError):
+    """A ``meta.yaml`` declares an invoker that cannot be built."""
+
+
+class InvokerError(GenieGraphError):
+    """An invoker raised or timed out while answering a rendered template."""
+
+
+class UnknownModelKey(GenieGraphError, KeyError):
+    """No flow is registered under the model key.
+
+    Attributes:
+        model_key: the key that was asked for.
+        known: the registered keys.
+    """
+
+    def __init__(self, model_key: str, known: Sequence[str]) -> None:
+        self.model_key = model_key
+        self.known = list(known)
+        super().__init__(
+            f"unknown model key {model_key!r}; registered keys: {', '.join(self.known) or '(none)'}. "
+            "Register the flow with GenieFlow.register_model(model_key, ModelClass) first."
+        )
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class UnknownSession(GenieGraphError, KeyError):
+    """No session exists with this id for the model key (never created, or expired).
+
+    Attributes:
+        model_key: the model key of the request.
+        session_id: the id that was asked for.
+    """
+
+    def __init__(self, model_key: str, session_id: str) -> None:
+        self.model_key = model_key
+        self.session_id = session_id
+        super().__init__(
+            f"unknown session {session_id!r} for model key {model_key!r}; "
+            "start one with create_new_session(model_key)."
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class EventNotAllowed(GenieGraphError):
+    """The event cannot be sent in the session's current state; the session is unchanged.
+
+    Attributes:
+        session_id: the session the event was sent to.
+        state: the id of the current state.
+        state_name: the human name of the current state.
+        allowed: the events the current state accepts (conditions not evaluated).
+        received: the event that was sent.
+        reason: why it was refused.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        state: str,
+        state_name: str,
+        allowed: Sequence[str],
+        received: str,
+        reason: str = "",
+    ) -> None:
+        self.session_id = session_id
+        self.state = state
+        self.state_name = state_name
+        self.allowed = list(allowed)
+        self.received = received
+        self.reason = reason or (
+            f"event {received!r} is not allowed in state {state!r}; allowed: {', '.join(self.allowed) or '(none)'}"
+        )
+        super().__init__(f"{self.reason}. Send one of the allowed events.")
+
+    def to_json(self) -> str:
+        """The body Genie Flow puts in ``AIResponse.error`` for a refused event."""
+        return json.dumps(
+            {
+                "session_id": self.session_id,
+                "current_state": {"id": self.state, "name": self.state_name},
+                "possible_events": self.allowed,
+                "received_event": self.received,
+                "reason": self.reason,
+            }
+        )
+
+
+class SessionBusy(GenieGraphError):
+    """A background run is in flight for the session; only ``poll`` is accepted until it settles.
+
+    Attributes:
+        session_id: the busy session.
+        received: the event that was refused.
+    """
+
+    def __init__(self, session_id: str, received: str) -> None:
+        self.session_id = session_id
+        self.received = received
+        super().__init__(
+            f"session {session_id!r} is busy with a run; event {received!r} refused. "
+            "Send 'poll' until next_actions no longer is ['poll']."
+        )
+
+
+class SecondaryStorageError(GenieGraphError, KeyError):
+    """A write-once secondary-storage key was written while it already holds a value."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SchemaUpgradeError(GenieGraphError, ValueError):
+    """Stored data has another schema version and the class does not upgrade it."""
+
+
+class SerializationError(GenieGraphError, ValueError):
+    """A serialized payload is not ``b"{version}:{0|1}:{json}"`` or cannot be decompressed or decoded."""
