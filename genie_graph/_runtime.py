@@ -1,0 +1,542 @@
+"""``GenieFlow``: sessions as LangGraph threads, driven by Genie Flow's events and polls.
+
+Every session is a thread of its flow's compiled graph (thread id = session id) in one store.
+An event into a user state runs the graph to the next interrupt and answers at once; an event
+into an invoker state answers ``["poll"]`` and runs the graph in the background, reporting
+sub-task progress until it settles. Each method has an async twin prefixed ``a``; both run the
+work on one event loop the ``GenieFlow`` owns, so they are safe from threads, scripts, async
+servers and notebooks alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, StateSnapshot
+from ulid import ULID
+
+from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, EventInput
+from ._compiler import graph_of
+from ._composite import CompositeRunner
+from ._flow import POLL, CompiledFlow, GenieCompat, compile_flow
+from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
+from ._model import GenieModel, StateKind
+from ._nodes import RECORD_INTRO, current_progress
+from ._stores import Store, default_store_url, open_store
+from ._templates import TemplateLibrary
+from ._user import User
+from .errors import EventNotAllowed, GenieGraphError, SessionBusy, UnknownModelKey, UnknownSession
+
+logger = logging.getLogger("genie_graph")
+T = TypeVar("T")
+
+DEFAULT_KEEP_CHECKPOINTS = 6
+_MODEL_KEY = "genie_model_key"
+
+
+def default_data_dir() -> Path:
+    """``$GENIE_GRAPH_DATA_DIR``, else ``~/.local/share/genie-graph``."""
+    return Path(os.environ.get("GENIE_GRAPH_DATA_DIR") or Path.home() / ".local" / "share" / "genie-graph")
+
+
+@dataclass
+class _Progress:
+    """Sub-task counts of the run in flight (reset for each invoker state, as in Genie Flow)."""
+
+    total: int = 0
+    done: int = 0
+
+    def add_total(self, count: int) -> None:
+        self.total += count
+
+    def add_done(self, count: int = 1) -> None:
+        self.done += count
+
+
+@dataclass
+class _Run:
+    """A background run of a session's graph."""
+
+    task: asyncio.Task[None] | None = None
+    progress: _Progress = field(default_factory=_Progress)
+    error: str | None = None
+
+
+class _LoopThread:
+    """An event loop on a daemon thread; coroutines from any thread run on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="genie-graph-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._on_loop():
+            coro.close()
+            raise GenieGraphError(
+                "a synchronous GenieFlow method was called from its own event loop (a hook or "
+                "invoker?); use the async twin (prefixed 'a') there"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._on_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+@dataclass
+class _Registered:
+    flow: CompiledFlow
+    graph: CompiledStateGraph[Any] | None = None
+
+
+class GenieFlow:
+    """Runs sessions of registered flows, with the methods of Genie Flow's ``SessionManager``.
+
+    Args:
+        template_root: the directory template names are relative to.
+        store: ``memory://``, or ``sqlite:///path/to.db``; default a SQLite file in ``data_dir``.
+        data_dir: where the default SQLite store lives (``$GENIE_GRAPH_DATA_DIR`` or
+            ``~/.local/share/genie-graph``).
+        keep_checkpoints: checkpoints kept per session, newest first: enough to resume and to
+            step back through the last few events with ``get_state_history``.
+        pool_size: invokers per ``invoker:`` directory unless its meta.yaml says otherwise.
+        compat: Genie Flow behaviours to keep (see ``GenieCompat``).
+
+    Example:
+        >>> flow = GenieFlow(template_root="prompts", store="memory://")  # doctest: +SKIP
+        >>> flow.register_model("q_and_a", QandAModel)  # doctest: +SKIP
+        >>> start = flow.create_new_session("q_and_a")  # doctest: +SKIP
+        >>> flow.process_event("q_and_a", EventInput(session_id=start.session_id,
+        ...                    event="user_input", event_input="Hi"))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        template_root: str | Path | None = None,
+        store: str | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        compat: GenieCompat | None = None,
+    ) -> None:
+        if keep_checkpoints < 2:
+            raise ValueError(f"keep_checkpoints must be at least 2 to resume a session, got {keep_checkpoints}")
+        self.compat = compat or GenieCompat()
+        self.store_url = store or default_store_url(data_dir or default_data_dir())
+        self.keep_checkpoints = keep_checkpoints
+        self._library = TemplateLibrary(template_root, strict_undefined=not self.compat.lenient_undefined)
+        self._runner = CompositeRunner(self._library, InvokerRegistry(pool_size))
+        self._registered: dict[str, _Registered] = {}
+        self._loop: _LoopThread | None = None
+        self._loop_guard = threading.Lock()
+        self._store: Store | None = None
+        self._runs: dict[str, _Run] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # ---- registration -------------------------------------------------------------------
+    def register_template_directory(self, prefix: str, directory: str | Path) -> None:
+        """Map Genie Flow template names ``prefix/...`` to a directory anywhere on disk."""
+        self._library.register_template_directory(prefix, directory)
+
+    def register_model(self, model_key: str, model_class: type[GenieModel]) -> None:
+        """Validate a flow and serve it under ``model_key``.
+
+        Raises:
+            FlowDefinitionError, TemplateError: the flow is declared wrongly.
+            ValueError: the key is taken by another model class.
+        """
+        known = self._registered.get(model_key)
+        if known is not None and known.flow.model_class is not model_class:
+            raise ValueError(
+                f"model key {model_key!r} is already registered for {known.flow.model_class.__qualname__}; "
+                "choose another key"
+            )
+        self._registered[model_key] = _Registered(compile_flow(model_class, self._runner, self.compat))
+
+    @property
+    def model_keys(self) -> list[str]:
+        """The registered model keys, in registration order."""
+        return list(self._registered)
+
+    def flow_of(self, model_key: str) -> CompiledFlow:
+        """The compiled flow registered under ``model_key``."""
+        try:
+            return self._registered[model_key].flow
+        except KeyError:
+            raise UnknownModelKey(model_key, self.model_keys) from None
+
+    # ---- plumbing -----------------------------------------------------------------------
+    def _loop_thread(self) -> _LoopThread:
+        with self._loop_guard:
+            if self._loop is None:
+                self._loop = _LoopThread()
+            return self._loop
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop_thread().run(coro)
+
+    async def _async(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await self._loop_thread().arun(coro)
+
+    async def _open_store(self) -> Store:
+        if self._store is None:
+            self._store = await open_store(self.store_url)
+        return self._store
+
+    async def _graph(self, model_key: str) -> CompiledStateGraph[Any]:
+        registered = self._registered.get(model_key)
+        if registered is None:
+            raise UnknownModelKey(model_key, self.model_keys)
+        if registered.graph is None:
+            store = await self._open_store()
+            registered.graph = graph_of(registered.flow, store.saver)
+        return registered.graph
+
+    def _config(self, model_key: str, session_id: str, **configurable: Any) -> RunnableConfig:
+        return {
+            "configurable": {"thread_id": session_id, **configurable},
+            "metadata": {_MODEL_KEY: model_key},
+        }
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[session_id] = lock
+        return lock
+
+    async def _snapshot(self, model_key: str, session_id: str) -> tuple[StateSnapshot, GenieModel]:
+        graph = await self._graph(model_key)
+        snapshot = await graph.aget_state(self._config(model_key, session_id))
+        metadata = snapshot.metadata or {}
+        if not snapshot.values or metadata.get(_MODEL_KEY, model_key) != model_key:
+            raise UnknownSession(model_key, session_id)
+        flow = self._registered[model_key].flow
+        return snapshot, flow.model_class.model_validate(snapshot.values)
+
+    def _in_flight(self, session_id: str) -> _Run | None:
+        run = self._runs.get(session_id)
+        return run if run is not None and run.task is not None and not run.task.done() else None
+
+    async def _settle(self, model_key: str, session_id: str) -> None:
+        store = await self._open_store()
+        await store.prune(session_id, self.keep_checkpoints)
+
+    def _start_run(self, model_key: str, session_id: str, command: Command[Any] | None) -> _Run:
+        run = _Run()
+
+        async def execute() -> None:
+            token = current_progress.set(run.progress)
+            try:
+                graph = await self._graph(model_key)
+                await graph.ainvoke(command, self._config(model_key, session_id))
+            except Exception as exc:  # kept for the next poll: the session must stay answerable
+                logger.exception("run of session %s failed", session_id)
+                run.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                current_progress.reset(token)
+                try:
+                    await self._settle(model_key, session_id)
+                finally:
+                    if run.error is None:
+                        self._runs.pop(session_id, None)
+
+        self._runs[session_id] = run
+        run.task = asyncio.get_running_loop().create_task(execute())
+        return run
+
+    def _answer(self, flow: CompiledFlow, model: GenieModel) -> AIResponse:
+        state_id = flow.state_of(model)
+        if model.task_error:
+            return AIResponse(session_id=model.session_id, error=model.task_error, next_actions=flow.next_actions(state_id))
+        last = model.dialogue[-1].actor_text if model.dialogue else ""
+        return AIResponse(session_id=model.session_id, response=last, next_actions=flow.next_actions(state_id))
+
+    # ---- sessions -----------------------------------------------------------------------
+    async def _create(
+        self,
+        model_key: str,
+        user_info: User | Mapping[str, Any] | None,
+        seed_data: str | None,
+        record_intro: bool,
+    ) -> GenieModel:
+        flow = self.flow_of(model_key)
+        graph = await self._graph(model_key)
+        session_id = str(ULID().to_uuid())
+        model = flow.model_class(session_id=session_id, seed_data=seed_data)
+        if user_info is not None:
+            model.secondary_storage["user_info"] = (
+                user_info if isinstance(user_info, User) else User.model_validate(user_info)
+            )
+        config = self._config(model_key, session_id, **{RECORD_INTRO: record_intro})
+        await graph.ainvoke(model.model_dump(mode="json"), config)
+        await self._settle(model_key, session_id)
+        return (await self._snapshot(model_key, session_id))[1]
+
+    async def _create_new_session(
+        self, model_key: str, user_info: User | Mapping[str, Any] | None, seed_data: str | None
+    ) -> AIResponse:
+        flow = self.flow_of(model_key)
+        model = await self._create(model_key, user_info, seed_data, record_intro=True)
+        return self._answer(flow, model)
+
+    def create_new_session(
+        self,
+        model_key: str,
+        user_info: User | Mapping[str, Any] | None = None,
+        seed_data: str | None = None,
+    ) -> AIResponse:
+        """Start a session: its response is the rendered initial template.
+
+        Args:
+            model_key: a registered model key.
+            user_info: who the session is for; kept as ``secondary_storage["user_info"]``.
+            seed_data: passed to the model's ``seed_model()``.
+
+        Returns:
+            ``AIResponse`` with the new session id, the intro text and the initial state's events.
+
+        Raises:
+            UnknownModelKey: nothing is registered under ``model_key``.
+        """
+        return self._sync(self._create_new_session(model_key, user_info, seed_data))
+
+    async def acreate_new_session(
+        self,
+        model_key: str,
+        user_info: User | Mapping[str, Any] | None = None,
+        seed_data: str | None = None,
+    ) -> AIResponse:
+        """Async twin of :meth:`create_new_session`."""
+        return await self._async(self._create_new_session(model_key, user_info, seed_data))
+
+    async def _start_ephemeral_session(
+        self, model_key: str, event: str, event_input: str, user_info: User | Mapping[str, Any] | None
+    ) -> AIResponse:
+        model = await self._create(model_key, user_info, None, record_intro=False)
+        return await self._process_event(model_key, EventInput(session_id=model.session_id, event=event, event_input=event_input))
+
+    def start_ephemeral_session(
+        self,
+        model_key: str,
+        event: str,
+        event_input: str,
+        user_info: User | Mapping[str, Any] | None = None,
+    ) -> AIResponse:
+        """Start a session without an intro and send it ``event`` at once."""
+        return self._sync(self._start_ephemeral_session(model_key, event, event_input, user_info))
+
+    async def astart_ephemeral_session(
+        self,
+        model_key: str,
+        event: str,
+        event_input: str,
+        user_info: User | Mapping[str, Any] | None = None,
+    ) -> AIResponse:
+        """Async twin of :meth:`start_ephemeral_session`."""
+        return await self._async(self._start_ephemeral_session(model_key, event, event_input, user_info))
+
+    # ---- events -------------------------------------------------------------------------
+    async def _poll(self, model_key: str, session_id: str) -> AIResponse:
+        run = self._in_flight(session_id)
+        if run is not None:
+            return AIResponse(
+                session_id=session_id,
+                next_actions=[POLL],
+                progress=AIProgressResponse(
+                    total_number_of_subtasks=run.progress.total,
+                    number_of_subtasks_executed=run.progress.done,
+                ),
+            )
+        snapshot, model = await self._snapshot(model_key, session_id)
+        flow = self._registered[model_key].flow
+        failed = self._runs.pop(session_id, None)
+        if failed is not None and failed.error is not None:
+            return AIResponse(
+                session_id=session_id, error=failed.error, next_actions=flow.next_actions(flow.state_of(model))
+            )
+        if self._interrupted_run(flow, snapshot):
+            self._start_run(model_key, session_id, None)
+            return AIResponse(session_id=session_id, next_actions=[POLL])
+        return self._answer(flow, model)
+
+    @staticmethod
+    def _interrupted_run(flow: CompiledFlow, snapshot: StateSnapshot) -> bool:
+        """A run stopped half way (the process ended while an invoker worked): resume it."""
+        return bool(snapshot.next) and not snapshot.interrupts and all(
+            flow.kinds.get(node) is StateKind.INVOKER for node in snapshot.next
+        )
+
+    async def _send(self, model_key: str, event: EventInput) -> AIResponse:
+        """Process a non-poll event; raises ``EventNotAllowed`` / ``SessionBusy`` on refusal."""
+        flow = self.flow_of(model_key)
+        session_id = event.session_id
+        async with self._lock(session_id):
+            if self._in_flight(session_id) is not None:
+                raise SessionBusy(session_id, event.event)
+            snapshot, model = await self._snapshot(model_key, session_id)
+            self._runs.pop(session_id, None)
+            state_id = flow.state_of(model)
+            if not snapshot.interrupts:
+                allowed = [] if state_id in flow.finals else flow.next_actions(state_id)
+                raise EventNotAllowed(
+                    session_id, state_id, flow.names[state_id], allowed, event.event,
+                    f"session is in state {state_id!r}, which waits for no event",
+                )
+            transition = flow.select(model, event.event, event.event_input)
+            command = Command(resume={"event": event.event, "event_input": event.event_input})
+            if flow.kinds[transition.target.id] is StateKind.INVOKER:
+                self._start_run(model_key, session_id, command)
+                return AIResponse(session_id=session_id, next_actions=[POLL])
+            graph = await self._graph(model_key)
+            await graph.ainvoke(command, self._config(model_key, session_id))
+            await self._settle(model_key, session_id)
+            return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
+
+    async def _process_event(self, model_key: str, event: EventInput) -> AIResponse:
+        if event.event == POLL:
+            return await self._poll(model_key, event.session_id)
+        try:
+            return await self._send(model_key, event)
+        except EventNotAllowed as refused:
+            return AIResponse(session_id=event.session_id, error=refused.to_json(), next_actions=refused.allowed)
+        except SessionBusy as busy:
+            return AIResponse(session_id=event.session_id, error=str(busy), next_actions=[POLL])
+
+    def process_event(self, model_key: str, event: EventInput) -> AIResponse:
+        """Send an event (or ``poll``) to a session.
+
+        An event into a user state answers with the rendered response and the next events.
+        An event into an invoker state answers ``next_actions == ["poll"]`` at once while the
+        invoker runs; ``poll`` answers ``["poll"]`` with progress until the run settles, then the
+        latest response (or the invoker's error in ``error``) and the next events.
+
+        A refused event (not allowed in this state, conditions failing, a run in flight)
+        answers with ``error`` set and leaves the session unchanged.
+
+        Raises:
+            UnknownModelKey, UnknownSession: the key or session does not exist.
+        """
+        return self._sync(self._process_event(model_key, event))
+
+    async def aprocess_event(self, model_key: str, event: EventInput) -> AIResponse:
+        """Async twin of :meth:`process_event`."""
+        return await self._async(self._process_event(model_key, event))
+
+    async def asend_event(self, model_key: str, event: EventInput) -> AIResponse:
+        """Like :meth:`aprocess_event`, but a refusal raises ``EventNotAllowed`` or ``SessionBusy``."""
+        if event.event == POLL:
+            return await self.aprocess_event(model_key, event)
+        return await self._async(self._send(model_key, event))
+
+    # ---- inspection ---------------------------------------------------------------------
+    async def _get_task_state(self, model_key: str, session_id: str) -> AIStatusResponse:
+        if self._in_flight(session_id) is not None:
+            self.flow_of(model_key)
+            return AIStatusResponse(session_id=session_id, ready=False, next_actions=[])
+        _snapshot, model = await self._snapshot(model_key, session_id)
+        flow = self._registered[model_key].flow
+        return AIStatusResponse(session_id=session_id, ready=True, next_actions=flow.next_actions(flow.state_of(model)))
+
+    def get_task_state(self, model_key: str, session_id: str) -> AIStatusResponse:
+        """Whether the session is ready for an event, and which events it accepts."""
+        return self._sync(self._get_task_state(model_key, session_id))
+
+    async def aget_task_state(self, model_key: str, session_id: str) -> AIStatusResponse:
+        """Async twin of :meth:`get_task_state`."""
+        return await self._async(self._get_task_state(model_key, session_id))
+
+    async def _get_model(self, model_key: str, session_id: str) -> GenieModel:
+        return (await self._snapshot(model_key, session_id))[1]
+
+    def get_model(self, model_key: str, session_id: str) -> GenieModel:
+        """The session's model as last persisted.
+
+        Raises:
+            UnknownModelKey, UnknownSession: the key or session does not exist.
+        """
+        return self._sync(self._get_model(model_key, session_id))
+
+    async def aget_model(self, model_key: str, session_id: str) -> GenieModel:
+        """Async twin of :meth:`get_model`."""
+        return await self._async(self._get_model(model_key, session_id))
+
+    async def _session_bytes(self, model_key: str, session_id: str) -> int:
+        await self._snapshot(model_key, session_id)
+        return await (await self._open_store()).size_of(session_id)
+
+    def session_bytes(self, model_key: str, session_id: str) -> int:
+        """Bytes the session takes in the store (checkpoints and pending writes)."""
+        return self._sync(self._session_bytes(model_key, session_id))
+
+    async def _wait(self, session_id: str) -> None:
+        run = self._runs.get(session_id)
+        if run is not None and run.task is not None:
+            await asyncio.shield(run.task)
+
+    def wait_until_ready(self, session_id: str) -> None:
+        """Block until the session's background run (if any) has settled."""
+        self._sync(self._wait(session_id))
+
+    async def await_until_ready(self, session_id: str) -> None:
+        """Async twin of :meth:`wait_until_ready`."""
+        await self._async(self._wait(session_id))
+
+    def graph(self, model_key: str) -> CompiledStateGraph[Any]:
+        """The LangGraph graph serving ``model_key``, on this flow's store.
+
+        Use it to inspect sessions (``get_state``, ``get_state_history``) with config
+        ``{"configurable": {"thread_id": session_id}}``.
+        """
+        return self._sync(self._graph(model_key))
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def _close(self) -> None:
+        tasks = [run.task for run in self._runs.values() if run.task is not None and not run.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        for registered in self._registered.values():
+            registered.graph = None
+
+    def close(self) -> None:
+        """Finish background runs, close the store and stop the event loop."""
+        with self._loop_guard:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        loop.run(self._close())
+        loop.stop()
+
+    def __enter__(self) -> GenieFlow:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

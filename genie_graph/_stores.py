@@ -1,0 +1,168 @@
+"""Store URLs to LangGraph checkpointers, plus the pruning that keeps sessions small.
+
+``memory://`` keeps sessions in the process; ``sqlite:///path/to.db`` in a SQLite file. Only this
+module knows which saver is in use. Every store keeps the latest ``keep_checkpoints``
+checkpoints of a session and drops the older ones after each event: a checkpoint holds the
+whole model, so keeping all of them would grow a session quadratically with its dialogue.
+Checkpoints are stored zlib-compressed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from .errors import GenieGraphError
+
+StoreScheme = Literal["memory", "sqlite"]
+_COMPRESSED = "z+"
+_MIN_COMPRESS = 128
+
+
+class CompressingSerializer(SerializerProtocol):
+    """LangGraph's serializer with zlib compression of larger payloads.
+
+    Channel values are plain JSON data (see ``_nodes.changed_fields``), so no class needs to be
+    imported on load: the serializer admits only LangGraph's own safe types.
+    """
+
+    def __init__(self, level: int = 6) -> None:
+        self._inner = JsonPlusSerializer(allowed_msgpack_modules=None)
+        self._level = level
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        type_, data = self._inner.dumps_typed(obj)
+        if len(data) >= _MIN_COMPRESS:
+            return _COMPRESSED + type_, zlib.compress(data, self._level)
+        return type_, data
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        type_, payload = data
+        if type_.startswith(_COMPRESSED):
+            return self._inner.loads_typed((type_[len(_COMPRESSED) :], zlib.decompress(payload)))
+        return self._inner.loads_typed(data)
+
+
+@dataclass
+class Store:
+    """An opened store: a checkpointer and what only its backend knows how to do."""
+
+    url: str
+    scheme: StoreScheme
+    saver: BaseCheckpointSaver[Any]
+    _connection: Any = None
+
+    async def prune(self, thread_id: str, keep: int) -> None:
+        """Drop all but the latest ``keep`` checkpoints of a thread (and their writes)."""
+        if self.scheme == "sqlite":
+            conn = self._connection
+            await conn.execute(
+                "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN "
+                "(SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
+                "ORDER BY checkpoint_id DESC LIMIT ?)",
+                (thread_id, thread_id, keep),
+            )
+            await conn.execute(
+                "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id NOT IN "
+                "(SELECT checkpoint_id FROM checkpoints WHERE thread_id = ?)",
+                (thread_id, thread_id),
+            )
+            await conn.commit()
+        else:
+            _prune_memory(self.saver, thread_id, keep)  # type: ignore[arg-type]
+
+    async def size_of(self, thread_id: str) -> int:
+        """Bytes a session's checkpoints and pending writes take in the store."""
+        if self.scheme == "sqlite":
+            conn = self._connection
+            async with conn.execute(
+                "SELECT COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) FROM checkpoints "
+                "WHERE thread_id = ?",
+                (thread_id,),
+            ) as cursor:
+                (checkpoints,) = await cursor.fetchone()
+            async with conn.execute(
+                "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM writes WHERE thread_id = ?", (thread_id,)
+            ) as cursor:
+                (writes,) = await cursor.fetchone()
+            return int(checkpoints) + int(writes)
+        saver: InMemorySaver = self.saver  # type: ignore[assignment]
+        total = 0
+        for per_ns in saver.storage.get(thread_id, {}).values():
+            for checkpoint, metadata, _parent in per_ns.values():
+                total += len(checkpoint[1]) + len(metadata[1])
+        for key, value in saver.blobs.items():
+            if key[0] == thread_id:
+                total += len(value[1])
+        for key, writes in saver.writes.items():
+            if key[0] == thread_id:
+                total += sum(len(w[2][1]) for w in writes.values())
+        return total
+
+    async def delete(self, thread_id: str) -> None:
+        """Forget a session entirely."""
+        await self.saver.adelete_thread(thread_id)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
+def _prune_memory(saver: InMemorySaver, thread_id: str, keep: int) -> None:
+    namespaces = saver.storage.get(thread_id)
+    if not namespaces:
+        return
+    referenced: set[tuple[str, str, str, Any]] = set()
+    for ns, checkpoints in namespaces.items():
+        ordered = sorted(checkpoints, reverse=True)
+        for checkpoint_id in ordered[keep:]:
+            del checkpoints[checkpoint_id]
+            saver.writes.pop((thread_id, ns, checkpoint_id), None)
+        for serialized, _metadata, _parent in checkpoints.values():
+            versions = saver.serde.loads_typed(serialized).get("channel_versions", {})
+            referenced.update((thread_id, ns, channel, version) for channel, version in versions.items())
+    for key in [k for k in saver.blobs if k[0] == thread_id and k not in referenced]:
+        del saver.blobs[key]
+
+
+def default_store_url(data_dir: str | Path) -> str:
+    """The embedded default: a SQLite file in ``data_dir``."""
+    return f"sqlite:///{Path(data_dir).expanduser().resolve() / 'sessions.sqlite'}"
+
+
+async def open_store(url: str) -> Store:
+    """Open the store a URL names (``memory://`` or ``sqlite:///path``), creating what it needs.
+
+    Raises:
+        GenieGraphError: the URL's scheme is not supported.
+    """
+    parsed = urlparse(url)
+    serde = CompressingSerializer()
+    if parsed.scheme == "memory":
+        return Store(url, "memory", InMemorySaver(serde=serde))
+    if parsed.scheme == "sqlite":
+        import aiosqlite
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parsed.path
+        if path in ("", ":memory:"):
+            path = ":memory:"
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path)
+        saver = AsyncSqliteSaver(conn, serde=serde)
+        await saver.setup()
+        return Store(url, "sqlite", saver, conn)
+    raise GenieGraphError(
+        f"unsupported store URL {url!r}; use memory:// or sqlite:///path/to.db "
+        "(redis://host:port/db arrives with the Redis backend)"
+    )
