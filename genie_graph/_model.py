@@ -457,6 +457,10 @@ class SecondaryStore(Mapping[str, VersionedModel]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._values!r})"
 
+    def model_dump(self, **_options: Any) -> dict[str, dict[str, Any]]:
+        """The serialized form, as pydantic models answer it (so checkpointers can store a store)."""
+        return self._dump()
+
     def _dump(self) -> dict[str, dict[str, Any]]:
         return {
             key: {

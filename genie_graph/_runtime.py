@@ -40,7 +40,7 @@ from .errors import EventNotAllowed, GenieGraphError, SessionBusy, UnknownModelK
 logger = logging.getLogger("genie_graph")
 T = TypeVar("T")
 
-DEFAULT_KEEP_CHECKPOINTS = 6
+DEFAULT_KEEP_CHECKPOINTS = 1
 _MODEL_KEY = "genie_model_key"
 
 
@@ -144,8 +144,8 @@ class GenieFlow:
         pool_size: int = DEFAULT_POOL_SIZE,
         compat: GenieCompat | None = None,
     ) -> None:
-        if keep_checkpoints < 2:
-            raise ValueError(f"keep_checkpoints must be at least 2 to resume a session, got {keep_checkpoints}")
+        if keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be at least 1 (the latest resumes a session), got {keep_checkpoints}")
         self.compat = compat or GenieCompat()
         self.store_url = store or default_store_url(data_dir or default_data_dir())
         self.keep_checkpoints = keep_checkpoints

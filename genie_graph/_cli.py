@@ -1,0 +1,428 @@
+"""``genie-graph``: list, draw and chat with the flows of a ``GenieFlow``.
+
+    genie-graph [--flow package.module:attribute] [--store URL] list
+    genie-graph [...] draw <model_key> [--format mermaid]
+    genie-graph [...] chat <model_key>
+
+``--flow`` names a ``GenieFlow`` object, or a function returning one (called with
+``store=URL`` when ``--store`` is given); default ``$GENIE_GRAPH_FLOW`` or ``graphs:flow``.
+The current directory is importable, so ``graphs`` resolves from the repository root.
+
+Exit codes: 0 success, 1 a runtime error, 2 a usage error (bad ``--flow``, unknown model key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from ._api_models import AIResponse, EventInput
+from ._compiler import graph_of
+from ._flow import POLL
+from ._model import StateKind
+from ._runtime import GenieFlow
+from .errors import GenieGraphError
+
+DEFAULT_FLOW = "graphs:flow"
+FLOW_ENV = "GENIE_GRAPH_FLOW"
+STORE_ENV = "GENIE_GRAPH_STORE"
+POLL_INTERVAL = 0.05
+ASSISTANT = "genie> "
+USER = "you> "
+DEFAULT_EVENT = "user_input"
+
+_CHAT_HELP = """\
+commands:
+  <text>               send text with the state's event (user_input if allowed, else the first)
+  /event <name> <text> send text with a named event
+  /state               the current state and the events it accepts
+  /model               the session's model as JSON
+  /help                this help
+  /quit                end the chat (so does end of input)"""
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported on stderr, exit code 2."""
+
+
+# ---- loading the flow ---------------------------------------------------------------------
+def _ensure_cwd_importable() -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def load_flow(spec: str, store: str | None = None) -> GenieFlow:
+    """The ``GenieFlow`` that ``package.module:attribute`` names, on ``store`` when given.
+
+    Raises:
+        UsageError: the spec is malformed, the module or attribute does not exist, importing it
+            failed, or the attribute is neither a ``GenieFlow`` nor a function returning one.
+    """
+    allowed = (
+        "--flow takes package.module:attribute naming a GenieFlow object, or a function returning one "
+        f"(default {DEFAULT_FLOW}, or ${FLOW_ENV})"
+    )
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name.strip() or not attribute.strip() or ":" in attribute:
+        raise UsageError(f"bad --flow {spec!r}: {allowed}")
+    _ensure_cwd_importable()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
+            raise UsageError(
+                f"bad --flow {spec!r}: no module named {module_name!r} (searched the current directory "
+                f"{os.getcwd()} and sys.path); {allowed}"
+            ) from exc
+        raise UsageError(f"bad --flow {spec!r}: importing {module_name!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise UsageError(
+            f"bad --flow {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            flows = sorted(name for name, value in vars(module).items() if isinstance(value, GenieFlow))
+            found = f"GenieFlow objects in it: {', '.join(flows)}" if flows else "it holds no GenieFlow object"
+            raise UsageError(
+                f"bad --flow {spec!r}: module {module_name!r} has no attribute {attribute!r} ({found}); {allowed}"
+            )
+        target = getattr(target, part)
+    if isinstance(target, GenieFlow):
+        if store is not None:
+            if getattr(target, "_store", None) is not None:
+                raise UsageError(
+                    f"--store {store!r}: the flow {spec!r} has already opened its store "
+                    f"{target.store_url!r}; name a function that builds the flow instead"
+                )
+            target.store_url = store
+        return target
+    if callable(target) and not isinstance(target, type):
+        try:
+            built = target(store=store) if store is not None else target()
+        except Exception as exc:
+            raise UsageError(f"bad --flow {spec!r}: calling it failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(built, GenieFlow):
+            return built
+        raise UsageError(f"bad --flow {spec!r}: calling it returned {type(built).__name__}, not a GenieFlow")
+    raise UsageError(f"bad --flow {spec!r}: it is of type {type(target).__name__}, not a GenieFlow; {allowed}")
+
+
+def _check_key(flow: GenieFlow, model_key: str) -> None:
+    if model_key not in flow.model_keys:
+        raise UsageError(
+            f"unknown model key {model_key!r}; known keys: {', '.join(flow.model_keys) or '(none registered)'}"
+        )
+
+
+# ---- list and draw ------------------------------------------------------------------------
+def cmd_list(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
+    rows = []
+    for key in flow.model_keys:
+        compiled = flow.flow_of(key)
+        invokers = [sid for sid, kind in compiled.kinds.items() if kind is StateKind.INVOKER]
+        rows.append(
+            (
+                key,
+                compiled.name,
+                f"initial={compiled.initial}",
+                f"states={len(compiled.kinds)}",
+                f"invokers={','.join(invokers) or '-'}",
+            )
+        )
+    if not rows:
+        print("(no model keys registered)", file=sys.stderr)
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]), file=out)
+    return 0
+
+
+def cmd_draw(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
+    _check_key(flow, args.model_key)
+    # The drawing does not depend on the checkpointer: compile without one, so drawing never opens
+    # (or creates) the session store. Mermaid text only; mermaid.ink is never contacted.
+    graph = graph_of(flow.flow_of(args.model_key))
+    print(graph.get_graph().draw_mermaid(), file=out, end="")
+    return 0
+
+
+# ---- chat ---------------------------------------------------------------------------------
+class _Progress:
+    """One line on stderr, rewritten with ``\\r`` while a run is in flight."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.width = 0
+        self.shown = ""
+
+    def show(self, answer: AIResponse) -> None:
+        text = "thinking…"
+        if answer.progress is not None and answer.progress.total_number_of_subtasks > 0:
+            progress = answer.progress
+            text += f" {progress.number_of_subtasks_executed}/{progress.total_number_of_subtasks}"
+        if text == self.shown:
+            return
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.shown = text
+        self.width = max(self.width, len(text))
+
+    def done(self) -> None:
+        """Clear the line on a terminal; elsewhere end it, so logs stay readable."""
+        if not self.width:
+            return
+        if self.stream.isatty():
+            self.stream.write("\r" + " " * self.width + "\r")
+        else:
+            self.stream.write("\n")
+        self.stream.flush()
+        self.width = 0
+        self.shown = ""
+
+
+def _describe_error(error: str) -> str:
+    """A refusal or an invoker failure, readable: both arrive as JSON bodies."""
+    try:
+        body = json.loads(error)
+    except ValueError:
+        return error
+    if not isinstance(body, dict):
+        return error
+    if "reason" in body:
+        reason = str(body["reason"])
+        events = body.get("possible_events") or []
+        return reason if "allowed:" in reason else f"{reason}; allowed: {', '.join(events) or '(none)'}"
+    if "exception" in body:
+        return f"{body['exception']} (in state {body.get('state', '?')})"
+    return error
+
+
+class _Chat:
+    def __init__(self, flow: GenieFlow, model_key: str, stdin: TextIO, out: TextIO, err: TextIO) -> None:
+        self.flow = flow
+        self.key = model_key
+        self.stdin = stdin
+        self.out = out
+        self.err = err
+        self.session_id = ""
+        self.actions: list[str] = []
+        self.interactive = stdin.isatty()
+
+    def say(self, text: str | None) -> None:
+        for line in (text or "").splitlines() or [""]:
+            print(f"{ASSISTANT}{line}", file=self.out)
+        self.out.flush()
+
+    def settle(self, answer: AIResponse) -> AIResponse:
+        if answer.next_actions != [POLL]:
+            return answer
+        progress = _Progress(self.err)
+        try:
+            progress.show(answer)
+            while answer.next_actions == [POLL]:
+                time.sleep(POLL_INTERVAL)
+                answer = self.flow.process_event(
+                    self.key, EventInput(session_id=self.session_id, event=POLL, event_input="")
+                )
+                if answer.next_actions == [POLL]:
+                    progress.show(answer)
+        finally:
+            progress.done()
+        return answer
+
+    def report(self, answer: AIResponse) -> bool:
+        """Print an answer; True when the session has ended."""
+        answer = self.settle(answer)
+        if answer.error:
+            print(f"[error] {_describe_error(answer.error)}", file=self.out)
+            if answer.response:
+                self.say(answer.response)
+        else:
+            self.say(answer.response)
+        actions, self.actions = self.actions, list(answer.next_actions)
+        if not self.actions:
+            print("[session ended]", file=self.out)
+            self.out.flush()
+            return True
+        if len(self.actions) > 1 and self.actions != actions:
+            print(
+                f"[events: {', '.join(self.actions)}; text goes with {self.default_event()}, "
+                "/event <name> <text> sends another]",
+                file=self.err,
+            )
+        self.out.flush()
+        return False
+
+    def read(self) -> str | None:
+        if self.interactive:
+            try:
+                return input(USER)
+            except EOFError:
+                print(file=self.out)
+                return None
+        self.out.write(USER)
+        self.out.flush()
+        line = self.stdin.readline()
+        if not line:
+            print(file=self.out)
+            return None
+        line = line.rstrip("\r\n")
+        print(line, file=self.out)  # piped input: echo it, so stdout reads as a transcript
+        return line
+
+    def send(self, event: str, text: str) -> bool:
+        answer = self.flow.process_event(
+            self.key, EventInput(session_id=self.session_id, event=event, event_input=text)
+        )
+        return self.report(answer)
+
+    def default_event(self) -> str:
+        if len(self.actions) == 1:
+            return self.actions[0]
+        return DEFAULT_EVENT if DEFAULT_EVENT in self.actions else self.actions[0]
+
+    def show_state(self) -> None:
+        model = self.flow.get_model(self.key, self.session_id)
+        compiled = self.flow.flow_of(self.key)
+        state_id = compiled.state_of(model)
+        kind = compiled.kinds[state_id].name.lower()
+        print(
+            f"state: {state_id} ({compiled.names[state_id]}, {kind}); "
+            f"events: {', '.join(self.actions) or '(none)'}",
+            file=self.out,
+        )
+
+    def command(self, line: str) -> bool | None:
+        """Run a /command; True ends the chat, None means "not handled, read on"."""
+        name, _, rest = line.partition(" ")
+        if name == "/quit":
+            return True
+        if name == "/help":
+            print(_CHAT_HELP, file=self.out)
+        elif name == "/state":
+            self.show_state()
+        elif name == "/model":
+            print(self.flow.get_model(self.key, self.session_id).model_dump_json(indent=2), file=self.out)
+        elif name == "/event":
+            event, _, text = rest.strip().partition(" ")
+            if not event:
+                print(f"usage: /event <name> <text>; events here: {', '.join(self.actions)}", file=self.out)
+            else:
+                return self.send(event, text)
+        else:
+            print(f"unknown command {name!r}; /help lists the commands", file=self.out)
+        return None
+
+    def run(self) -> int:
+        start = self.flow.create_new_session(self.key)
+        self.session_id = start.session_id
+        print(f"session {self.session_id} ({self.key})", file=self.err)
+        self.err.flush()
+        if self.report(start):
+            return 0
+        while True:
+            line = self.read()
+            if line is None:
+                return 0
+            stripped = line.strip()
+            if not stripped:
+                continue
+            if stripped.startswith("/"):
+                if self.command(stripped):
+                    return 0
+                continue
+            if self.send(self.default_event(), line):
+                return 0
+
+
+def cmd_chat(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
+    _check_key(flow, args.model_key)
+    if sys.stdin.isatty():
+        try:  # line editing and history for input()
+            import readline  # noqa: F401
+        except ImportError:  # pragma: no cover - not on every platform
+            pass
+    try:
+        return _Chat(flow, args.model_key, sys.stdin, out, sys.stderr).run()
+    except KeyboardInterrupt:
+        print(file=out)
+        return 130
+
+
+# ---- entry point --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genie-graph",
+        description="List, draw and chat with Genie Flow dialogue flows compiled to LangGraph.",
+    )
+    parser.add_argument(
+        "--flow",
+        default=os.environ.get(FLOW_ENV) or DEFAULT_FLOW,
+        metavar="MODULE:ATTR",
+        help=f"the GenieFlow (or a function returning one) to use; default ${FLOW_ENV} or {DEFAULT_FLOW}",
+    )
+    parser.add_argument(
+        "--store",
+        default=os.environ.get(STORE_ENV) or None,
+        metavar="URL",
+        help=f"session store: memory:// or sqlite:///path/to.db; default ${STORE_ENV} or the flow's own",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log genie-graph's warnings and info")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="one line per model key: machine, initial state, states, invokers")
+    listing.set_defaults(handler=cmd_list)
+
+    draw = commands.add_parser("draw", help="print the compiled graph of a model key as Mermaid text")
+    draw.add_argument("model_key")
+    draw.add_argument("--format", choices=["mermaid"], default="mermaid", help="output format (mermaid)")
+    draw.set_defaults(handler=cmd_draw)
+
+    chat = commands.add_parser("chat", help="talk to a model key in the terminal (/help inside for commands)")
+    chat.add_argument("model_key")
+    chat.set_defaults(handler=cmd_chat)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``genie-graph`` command line; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already reported
+        return exc.code if isinstance(exc.code, int) else 2
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="genie-graph: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        flow = load_flow(args.flow, args.store)
+    except UsageError as exc:
+        print(f"genie-graph: error: {exc}", file=sys.stderr)
+        return 2
+    handler: Callable[[GenieFlow, argparse.Namespace, TextIO], int] = args.handler
+    try:
+        return handler(flow, args, sys.stdout)
+    except UsageError as exc:
+        print(f"genie-graph: error: {exc}", file=sys.stderr)
+        return 2
+    except GenieGraphError as exc:
+        print(f"genie-graph: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        flow.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
