@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ._api_models import AIResponse, EventInput
@@ -281,10 +281,15 @@ class _Chat:
         return line
 
     def send(self, event: str, text: str) -> bool:
-        answer = self.flow.process_event(
-            self.key, EventInput(session_id=self.session_id, event=event, event_input=text)
-        )
-        return self.report(answer)
+        try:
+            answer = self.flow.process_event(
+                self.key, EventInput(session_id=self.session_id, event=event, event_input=text)
+            )
+            return self.report(answer)
+        except GenieGraphError as exc:  # e.g. a template failing to render: the session stays where it was
+            print(f"[error] {exc}", file=self.out)
+            self.out.flush()
+            return False
 
     def default_event(self) -> str:
         if len(self.actions) == 1:
@@ -394,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the ``genie-graph`` command line; returns the exit code."""
     parser = build_parser()
     try:

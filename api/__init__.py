@@ -1,0 +1,1 @@
+"""The HTTP layer: Genie Flow's poll/event routes on FastAPI (arrives with the HTTP API issue)."""
