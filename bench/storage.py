@@ -30,16 +30,19 @@ def measure(keep: int, turns: int = max(CHECKPOINTS)) -> dict[str, object]:
     for turn in range(1, turns + 1):
         began = time.perf_counter()
         flow.process_event(
-            "q_and_a", EventInput(session_id=session_id, event="user_input", event_input=f"question {turn} " + "x" * 20)
+            "q_and_a",
+            EventInput(session_id=session_id, event="user_input", event_input=f"question {turn} " + "x" * 20),
         )
         flow.wait_until_ready(session_id)
         turn_seconds.append(time.perf_counter() - began)
         if turn in CHECKPOINTS:
             sizes[turn] = flow.session_bytes("q_and_a", session_id)
     flow.close()
-    rows = sqlite3.connect(db).execute(
-        "SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (session_id,)
-    ).fetchone()[0]
+    rows = (
+        sqlite3.connect(db)
+        .execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (session_id,))
+        .fetchone()[0]
+    )
     return {
         "keep_checkpoints": keep,
         "bytes_by_turns": sizes,

@@ -84,9 +84,7 @@ def load_flow(spec: str, store: str | None = None) -> GenieFlow:
             ) from exc
         raise UsageError(f"bad --flow {spec!r}: importing {module_name!r} failed: {exc}") from exc
     except Exception as exc:
-        raise UsageError(
-            f"bad --flow {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise UsageError(f"bad --flow {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
@@ -143,7 +141,10 @@ def cmd_list(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]), file=out)
+        print(
+            "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]),
+            file=out,
+        )
     return 0
 
 
@@ -302,8 +303,7 @@ class _Chat:
         state_id = compiled.state_of(model)
         kind = compiled.kinds[state_id].name.lower()
         print(
-            f"state: {state_id} ({compiled.names[state_id]}, {kind}); "
-            f"events: {', '.join(self.actions) or '(none)'}",
+            f"state: {state_id} ({compiled.names[state_id]}, {kind}); events: {', '.join(self.actions) or '(none)'}",
             file=self.out,
         )
 

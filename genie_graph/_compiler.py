@@ -17,13 +17,13 @@ from ._nodes import make_node
 from ._templates import TemplateLibrary
 
 
-def graph_of(flow: CompiledFlow, checkpointer: BaseCheckpointSaver[Any] | bool | None = None) -> CompiledStateGraph[Any]:
+def graph_of(
+    flow: CompiledFlow, checkpointer: BaseCheckpointSaver[Any] | bool | None = None
+) -> CompiledStateGraph[Any]:
     """The compiled LangGraph graph of an already compiled flow."""
     builder: StateGraph[Any] = StateGraph(flow.model_class)
     for state_id, per_target in flow.targets.items():
-        destinations: dict[str, str] = {
-            target: " | ".join(labels) for target, labels in per_target.items()
-        }
+        destinations: dict[str, str] = {target: " | ".join(labels) for target, labels in per_target.items()}
         if state_id in flow.finals:
             destinations[END] = "done"
         builder.add_node(state_id, make_node(flow, state_id), destinations=destinations)

@@ -100,8 +100,7 @@ class CompositeRunner:
         elif not callable(template):
             raise FlowDefinitionError(
                 flow,
-                f"template {template!r} is not a name, list, dict, MapTaskTemplate, "
-                "NamedQueueTaskTemplate or callable",
+                f"template {template!r} is not a name, list, dict, MapTaskTemplate, NamedQueueTaskTemplate or callable",
                 [state_id],
             )
 
@@ -149,9 +148,7 @@ class CompositeRunner:
             result = await self._run_chain(template, render_data, progress, drag_net)
         elif isinstance(template, dict):
             keys = list(template)
-            parts = await asyncio.gather(
-                *(self.run(template[k], render_data, progress, drag_net) for k in keys)
-            )
+            parts = await asyncio.gather(*(self.run(template[k], render_data, progress, drag_net) for k in keys))
             result = json.dumps({k: parse_if_json(r) for k, r in zip(keys, parts, strict=True)})
         elif isinstance(template, MapTaskTemplate):
             result = await self._run_map(template, render_data, progress, drag_net)

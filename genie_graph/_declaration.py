@@ -120,4 +120,3 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
     def __init__(self, model: GenieModel, **kwargs: Any) -> None:
         kwargs.setdefault("state_field", "state")
         super().__init__(model=model, **kwargs)
-

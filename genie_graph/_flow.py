@@ -8,7 +8,6 @@ dialogue recording, and renders user-facing templates.
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from statemachine import State
 from statemachine.event_data import EventData, TriggerData
-from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
+from statemachine.exceptions import InvalidDefinition
 from statemachine.transition import Transition
 
 from ._composite import CompositeRunner
@@ -162,26 +161,27 @@ class CompiledFlow:
         if record_intro:
             model.add_dialogue_element(Actor.ASSISTANT, self.render(self.initial, model))
 
-    def select(self, model: GenieModel, event: str, event_input: str) -> Transition:
-        """The transition ``event`` takes from the model's state; evaluates conditions only.
+    async def select(self, model: GenieModel, event: str, event_input: str) -> int:
+        """Which transition ``event`` takes from the model's state; runs validators and conditions only.
+
+        Returns:
+            The transition's position among the current state's transitions.
 
         Raises:
             EventNotAllowed: the state has no transition for the event, or none whose
                 conditions pass. Nothing is changed.
         """
-        state_id = self.state_of(model)
-        allowed = self.events_out[state_id]
-        if event not in allowed:
-            raise self._refusal(model, state_id, event)
         machine = self.machine(model)
-        bound = getattr(machine, event)
-        for transition in machine.current_state.transitions:
+        state_id = self.state_of(model)
+        if event not in self.events_out[state_id]:
+            raise self._refusal(model, state_id, event)
+        for index, transition in enumerate(machine.current_state.transitions):
             if not transition.match(event):
                 continue
-            trigger = TriggerData(machine=machine, event=bound, args=(event_input,))
-            event_data = EventData(trigger_data=trigger, transition=transition)
-            if machine._callbacks.all(transition.cond.key, *event_data.args, **event_data.extended_kwargs):
-                return transition
+            args, kwargs = _event_arguments(machine, event, event_input, transition)
+            await _call(machine, transition.validators.key, *args, **kwargs)
+            if await _all(machine, transition.cond.key, *args, **kwargs):
+                return index
         raise self._refusal(
             model,
             state_id,
@@ -193,16 +193,36 @@ class CompiledFlow:
     async def send(self, model: GenieModel, event: str, event_input: str) -> None:
         """Run the transition ``event`` takes, with every hook, on ``model`` (changed in place).
 
+        Hooks run in Genie Flow's order: (validators and conditions,) before, exit, on, state
+        change, enter, after; the dialogue is recorded last.
+
+        Args:
+            model: the session's model, in the source state.
+            event: the event's name.
+            event_input: the event's text (``event_data.args[0]``).
+
         Raises:
             EventNotAllowed: no transition passes; the model is unchanged.
         """
+        chosen = await self.select(model, event, event_input)
         machine = self.machine(model)
-        try:
-            result = machine.send(event, event_input)
-            if inspect.isawaitable(result):
-                await result
-        except TransitionNotAllowed:
-            raise self._refusal(model, self.state_of(model), event) from None
+        transition = list(machine.current_state.transitions)[chosen]
+        args, kwargs = _event_arguments(machine, event, event_input, transition)
+        source, target = transition.source, transition.target
+        await _call(machine, transition.before.key, *args, **kwargs)
+        if not transition.internal:
+            await _call(machine, source.exit.key, *args, **kwargs)
+        await _call(machine, transition.on.key, *args, **kwargs)
+        machine.current_state = target
+        kwargs["state"] = target
+        kwargs["event_data"].state = target
+        if not transition.internal:
+            await _call(machine, target.enter.key, *args, **kwargs)
+        await _call(machine, transition.after.key, *args, **kwargs)
+
+    def refusal(self, model: GenieModel, event: str, reason: str = "") -> EventNotAllowed:
+        """The error refusing ``event`` in the model's current state (nothing is changed)."""
+        return self._refusal(model, self.state_of(model), event, reason)
 
     def _refusal(self, model: GenieModel, state_id: str, event: str, reason: str = "") -> EventNotAllowed:
         return EventNotAllowed(
@@ -215,11 +235,44 @@ class CompiledFlow:
         )
 
 
+def _event_arguments(
+    machine: GenieStateMachine, event: str, event_input: str, transition: Transition
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """What python-statemachine passes callbacks (injected by parameter name)."""
+    trigger = TriggerData(machine=machine, event=getattr(machine, event), args=(event_input,))
+    event_data = EventData(trigger_data=trigger, transition=transition)
+    return event_data.args, event_data.extended_kwargs
+
+
+# python-statemachine 2.x keeps the callbacks of a machine in a registry keyed per group; its
+# engine calls them the same way. We drive them ourselves so that the conditions evaluated by
+# ``select`` are not evaluated again when the chosen transition runs.
+async def _call(sm: GenieStateMachine, key: str, /, *args: Any, **kwargs: Any) -> None:
+    registry = sm._callbacks
+    if registry.has_async_callbacks:
+        if key in registry._registry:
+            await registry.async_call(key, *args, **kwargs)
+        return
+    registry.call(key, *args, **kwargs)
+
+
+async def _all(sm: GenieStateMachine, key: str, /, *args: Any, **kwargs: Any) -> bool:
+    registry = sm._callbacks
+    if registry.has_async_callbacks:
+        if key not in registry._registry:
+            return True
+        return bool(await registry.async_all(key, *args, **kwargs))
+    return bool(registry.all(key, *args, **kwargs))
+
+
 def _label(transition: Transition) -> str:
     specs = []
     for spec in transition.cond:
         expression = str(spec.func) if isinstance(spec.func, str) else getattr(spec.func, "__name__", "cond")
-        specs.append(expression if spec.expected_value else f"!{expression}")
+        if not spec.expected_value:
+            compound = any(f" {op} " in f" {expression} " for op in ("and", "or", "not"))
+            expression = f"!({expression})" if compound else f"!{expression}"
+        specs.append(expression)
     events = " ".join(str(e) for e in transition.events)
     return f"{events} [{' and '.join(specs)}]" if specs else events
 
@@ -241,12 +294,14 @@ def compile_flow(
         machine_class = model_class.get_state_machine_class()
     except NotImplementedError as exc:
         raise FlowDefinitionError(
-            flow_name, "get_state_machine_class() is not implemented",
+            flow_name,
+            "get_state_machine_class() is not implemented",
             fix="Add a classmethod get_state_machine_class returning the GenieStateMachine subclass",
         ) from exc
     if not (isinstance(machine_class, type) and issubclass(machine_class, GenieStateMachine)):
         raise FlowDefinitionError(
-            flow_name, f"get_state_machine_class() returned {machine_class!r}",
+            flow_name,
+            f"get_state_machine_class() returned {machine_class!r}",
             fix="Return a genie_graph.GenieStateMachine subclass",
         )
     name = f"{machine_class.__module__}.{machine_class.__qualname__}"
@@ -255,8 +310,9 @@ def compile_flow(
 
     initials = [s.id for s in states if s.initial]
     if len(initials) != 1:
-        raise FlowDefinitionError(name, "needs exactly one initial state", initials or ids,
-                                  fix="Mark one state State(initial=True)")
+        raise FlowDefinitionError(
+            name, "needs exactly one initial state", initials or ids, fix="Mark one state State(initial=True)"
+        )
     values = [s.value for s in states]
     duplicates = sorted({str(v) for v in values if values.count(v) > 1})
     if duplicates:
@@ -265,12 +321,20 @@ def compile_flow(
     templates = dict(getattr(machine_class, "templates", {}) or {})
     missing = [i for i in ids if i not in templates]
     if missing:
-        raise FlowDefinitionError(name, "states without a template", missing,
-                                  fix="Add an entry for each to the machine's `templates` dict")
+        raise FlowDefinitionError(
+            name,
+            "states without a template",
+            missing,
+            fix="Add an entry for each to the machine's `templates` dict",
+        )
     unknown = [k for k in templates if k not in ids]
     if unknown:
-        raise FlowDefinitionError(name, "templates given for states that do not exist", unknown,
-                                  fix=f"Known states: {', '.join(ids)}")
+        raise FlowDefinitionError(
+            name,
+            "templates given for states that do not exist",
+            unknown,
+            fix=f"Known states: {', '.join(ids)}",
+        )
 
     events = [str(e) for e in machine_class.events]
     for attr in dir(machine_class):
@@ -281,8 +345,10 @@ def compile_flow(
         valid = ids if kind in ("on_enter", "on_exit") else events
         if subject not in valid:
             raise FlowDefinitionError(
-                name, f"hook {attr} names no {'state' if kind in ('on_enter', 'on_exit') else 'event'}",
-                [attr], fix=f"Known {'states' if kind in ('on_enter', 'on_exit') else 'events'}: {', '.join(valid)}",
+                name,
+                f"hook {attr} names no {'state' if kind in ('on_enter', 'on_exit') else 'event'}",
+                [attr],
+                fix=f"Known {'states' if kind in ('on_enter', 'on_exit') else 'events'}: {', '.join(valid)}",
             )
 
     kinds: dict[str, StateKind] = {}
@@ -298,12 +364,20 @@ def compile_flow(
         if kinds[state.id] is not StateKind.INVOKER:
             continue
         if not events_out[state.id]:
-            raise FlowDefinitionError(name, "invoker states need an outgoing event", [state.id],
-                                      fix="Add a transition out of it, e.g. ai_extraction = state.to(next)")
+            raise FlowDefinitionError(
+                name,
+                "invoker states need an outgoing event",
+                [state.id],
+                fix="Add a transition out of it, e.g. ai_extraction = state.to(next)",
+            )
         chosen = declared_completions.get(state.id, events_out[state.id][0])
         if chosen not in events_out[state.id]:
-            raise FlowDefinitionError(name, f"completion event {chosen!r} does not leave the state",
-                                      [state.id], fix=f"Choose one of {', '.join(events_out[state.id])}")
+            raise FlowDefinitionError(
+                name,
+                f"completion event {chosen!r} does not leave the state",
+                [state.id],
+                fix=f"Choose one of {', '.join(events_out[state.id])}",
+            )
         completion_event[state.id] = chosen
 
     reachable = {initials[0]}
@@ -316,8 +390,9 @@ def compile_flow(
                 frontier.append(transition.target.id)
     unreachable = [i for i in ids if i not in reachable]
     if unreachable:
-        raise FlowDefinitionError(name, "unreachable states", unreachable,
-                                  fix="Add a transition into each, or remove it")
+        raise FlowDefinitionError(
+            name, "unreachable states", unreachable, fix="Add a transition into each, or remove it"
+        )
 
     targets: dict[str, dict[str, list[str]]] = {}
     for state in states:

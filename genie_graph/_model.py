@@ -92,9 +92,7 @@ class DialogueElement(BaseModel):
 
     actor: Actor = Field(description="the originator of the dialogue element")
     actor_text: str = Field(description="the text that was produced by the actor")
-    timestamp: datetime = Field(
-        default_factory=_utc_now, description="when this dialogue element was created (UTC)"
-    )
+    timestamp: datetime = Field(default_factory=_utc_now, description="when this dialogue element was created (UTC)")
 
     @property
     def text(self) -> str:
@@ -617,9 +615,7 @@ class GenieModel(VersionedModel):
             ValueError: ``actor`` is not set.
         """
         if self.actor is None:
-            raise ValueError(
-                "cannot record a dialogue element: model.actor is None. Set model.actor before recording."
-            )
+            raise ValueError("cannot record a dialogue element: model.actor is None. Set model.actor before recording.")
         return self.add_dialogue_element(self.actor, self.actor_input or "")
 
     @property

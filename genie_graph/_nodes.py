@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig, RunnableLambda
@@ -39,6 +40,35 @@ current_progress: contextvars.ContextVar[ProgressSink] = contextvars.ContextVar(
 """Set by the session runtime around a run, so invoker nodes can report sub-task counts."""
 
 RECORD_INTRO = "genie_record_intro"
+
+
+@dataclass
+class EventReport:
+    """What the user node tells the session runtime about the event it was resumed with."""
+
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+    target: str | None = None
+    refusal: EventNotAllowed | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.target is not None
+
+    def accept(self, target: str) -> None:
+        if not self.decided.is_set():
+            self.target = target
+            self.decided.set()
+
+    def refuse(self, refusal: EventNotAllowed) -> None:
+        if not self.decided.is_set():
+            self.refusal = refusal
+            self.decided.set()
+
+
+current_report: contextvars.ContextVar[EventReport | None] = contextvars.ContextVar(
+    "genie_graph_event_report", default=None
+)
+"""Set by the session runtime around a resumed run, to learn at once where the event went."""
 """``configurable`` key: False starts a thread without rendering the intro (ephemeral sessions)."""
 
 
@@ -69,9 +99,7 @@ def _parse_resume(value: Any) -> tuple[str, str]:
     if isinstance(value, str):
         return "user_input", value
     if not isinstance(value, Mapping) or not isinstance(value.get("event"), str):
-        raise ValueError(
-            f'resume with {{"event": <name>, "event_input": <text>}}, got {value!r}'
-        )
+        raise ValueError(f'resume with {{"event": <name>, "event_input": <text>}}, got {value!r}')
     text = value.get("event_input", "")
     return value["event"], "" if text is None else str(text)
 
@@ -117,20 +145,22 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
             return Command(update=changed_fields(state, model), goto=state_id)
         if is_final:
             return Command(goto=END)
-        error: str | None = None
-        while True:
-            resume = interrupt(_waiting_payload(flow, model, state_id, error))
-            try:
-                event, text = _parse_resume(resume)
-                work = model.model_copy(deep=True)
-                await flow.send(work, event, text)
-            except EventNotAllowed as exc:
-                error = exc.to_json()
-                continue
-            except ValueError as exc:
-                error = str(exc)
-                continue
-            return Command(update=changed_fields(state, work), goto=_goto(flow, work))
+        resume = interrupt(_waiting_payload(flow, model, state_id, model.task_error))
+        report = current_report.get()
+        try:
+            event, text = _parse_resume(resume)
+            await flow.send(model, event, text)
+        except (EventNotAllowed, ValueError) as refused:
+            refusal = refused if isinstance(refused, EventNotAllowed) else flow.refusal(model, "?", str(refused))
+            if report is not None:
+                report.refuse(refusal)
+            # Wait again in a fresh run of this node, so the refused value is never replayed.
+            retry = state.model_copy(deep=True)
+            retry.task_error = refusal.to_json()
+            return Command(update=changed_fields(state, retry), goto=state_id)
+        if report is not None:
+            report.accept(flow.state_of(model))
+        return Command(update=changed_fields(state, model), goto=_goto(flow, model))
 
     async def invoker_node(state: GenieModel, config: RunnableConfig) -> Command[Any]:
         model = state.model_copy(deep=True)

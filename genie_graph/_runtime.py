@@ -31,11 +31,11 @@ from ._composite import CompositeRunner
 from ._flow import POLL, CompiledFlow, GenieCompat, compile_flow
 from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
 from ._model import GenieModel, StateKind
-from ._nodes import RECORD_INTRO, current_progress
-from ._stores import Store, default_store_url, open_store
+from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
+from ._stores import Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
 from ._user import User
-from .errors import EventNotAllowed, GenieGraphError, SessionBusy, UnknownModelKey, UnknownSession
+from .errors import EventFailed, EventNotAllowed, GenieGraphError, SessionBusy, UnknownModelKey, UnknownSession
 
 logger = logging.getLogger("genie_graph")
 T = TypeVar("T")
@@ -145,7 +145,9 @@ class GenieFlow:
         compat: GenieCompat | None = None,
     ) -> None:
         if keep_checkpoints < 1:
-            raise ValueError(f"keep_checkpoints must be at least 1 (the latest resumes a session), got {keep_checkpoints}")
+            raise ValueError(
+                f"keep_checkpoints must be at least 1 (the latest resumes a session), got {keep_checkpoints}"
+            )
         self.compat = compat or GenieCompat()
         self.store_url = store or default_store_url(data_dir or default_data_dir())
         self.keep_checkpoints = keep_checkpoints
@@ -247,24 +249,47 @@ class GenieFlow:
         store = await self._open_store()
         await store.prune(session_id, self.keep_checkpoints)
 
-    def _start_run(self, model_key: str, session_id: str, command: Command[Any] | None) -> _Run:
+    def _start_run(
+        self,
+        model_key: str,
+        session_id: str,
+        command: Command[Any] | None,
+        report: EventReport | None = None,
+        mark: StoreMark | None = None,
+    ) -> _Run:
+        """Run the session's graph in the background until it waits for the user again.
+
+        With a ``report``, the run resumes a user state with an event: if the event is refused,
+        or a hook raises before the transition completes, the store is rolled back to ``mark``
+        so the session is exactly as it was.
+        """
         run = _Run()
 
         async def execute() -> None:
-            token = current_progress.set(run.progress)
+            progress_token = current_progress.set(run.progress)
+            report_token = current_report.set(report)
+            undo = False
             try:
                 graph = await self._graph(model_key)
                 await graph.ainvoke(command, self._config(model_key, session_id))
-            except Exception as exc:  # kept for the next poll: the session must stay answerable
-                logger.exception("run of session %s failed", session_id)
+                undo = report is not None and not report.accepted
+            except Exception as exc:
+                undo = report is not None and not report.accepted
+                if not undo:  # kept for the next poll: the session must stay answerable
+                    logger.exception("run of session %s failed", session_id)
                 run.error = f"{type(exc).__name__}: {exc}"
             finally:
-                current_progress.reset(token)
-                try:
-                    await self._settle(model_key, session_id)
-                finally:
-                    if run.error is None:
-                        self._runs.pop(session_id, None)
+                current_progress.reset(progress_token)
+                current_report.reset(report_token)
+                store = await self._open_store()
+                if undo and mark is not None:
+                    await store.rollback(session_id, mark)
+                else:
+                    await store.prune(session_id, self.keep_checkpoints)
+                if run.error is None or undo:
+                    self._runs.pop(session_id, None)
+                if report is not None and not report.decided.is_set():
+                    report.decided.set()
 
         self._runs[session_id] = run
         run.task = asyncio.get_running_loop().create_task(execute())
@@ -273,7 +298,9 @@ class GenieFlow:
     def _answer(self, flow: CompiledFlow, model: GenieModel) -> AIResponse:
         state_id = flow.state_of(model)
         if model.task_error:
-            return AIResponse(session_id=model.session_id, error=model.task_error, next_actions=flow.next_actions(state_id))
+            return AIResponse(
+                session_id=model.session_id, error=model.task_error, next_actions=flow.next_actions(state_id)
+            )
         last = model.dialogue[-1].actor_text if model.dialogue else ""
         return AIResponse(session_id=model.session_id, response=last, next_actions=flow.next_actions(state_id))
 
@@ -339,7 +366,9 @@ class GenieFlow:
         self, model_key: str, event: str, event_input: str, user_info: User | Mapping[str, Any] | None
     ) -> AIResponse:
         model = await self._create(model_key, user_info, None, record_intro=False)
-        return await self._process_event(model_key, EventInput(session_id=model.session_id, event=event, event_input=event_input))
+        return await self._process_event(
+            model_key, EventInput(session_id=model.session_id, event=event, event_input=event_input)
+        )
 
     def start_ephemeral_session(
         self,
@@ -378,7 +407,9 @@ class GenieFlow:
         failed = self._runs.pop(session_id, None)
         if failed is not None and failed.error is not None:
             return AIResponse(
-                session_id=session_id, error=failed.error, next_actions=flow.next_actions(flow.state_of(model))
+                session_id=session_id,
+                error=failed.error,
+                next_actions=flow.next_actions(flow.state_of(model)),
             )
         if self._interrupted_run(flow, snapshot):
             self._start_run(model_key, session_id, None)
@@ -388,12 +419,20 @@ class GenieFlow:
     @staticmethod
     def _interrupted_run(flow: CompiledFlow, snapshot: StateSnapshot) -> bool:
         """A run stopped half way (the process ended while an invoker worked): resume it."""
-        return bool(snapshot.next) and not snapshot.interrupts and all(
-            flow.kinds.get(node) is StateKind.INVOKER for node in snapshot.next
+        return (
+            bool(snapshot.next)
+            and not snapshot.interrupts
+            and all(flow.kinds.get(node) is StateKind.INVOKER for node in snapshot.next)
         )
 
     async def _send(self, model_key: str, event: EventInput) -> AIResponse:
-        """Process a non-poll event; raises ``EventNotAllowed`` / ``SessionBusy`` on refusal."""
+        """Process a non-poll event; a refusal raises and leaves the session as it was.
+
+        Raises:
+            EventNotAllowed: the state does not take the event, or its conditions fail.
+            SessionBusy: a background run is in flight.
+            EventFailed: a hook raised before the transition completed.
+        """
         flow = self.flow_of(model_key)
         session_id = event.session_id
         async with self._lock(session_id):
@@ -405,17 +444,31 @@ class GenieFlow:
             if not snapshot.interrupts:
                 allowed = [] if state_id in flow.finals else flow.next_actions(state_id)
                 raise EventNotAllowed(
-                    session_id, state_id, flow.names[state_id], allowed, event.event,
+                    session_id,
+                    state_id,
+                    flow.names[state_id],
+                    allowed,
+                    event.event,
                     f"session is in state {state_id!r}, which waits for no event",
                 )
-            transition = flow.select(model, event.event, event.event_input)
+            if event.event not in flow.events_out[state_id]:
+                raise flow.refusal(model, event.event)
+            mark = await (await self._open_store()).mark(session_id)
+            report = EventReport()
             command = Command(resume={"event": event.event, "event_input": event.event_input})
-            if flow.kinds[transition.target.id] is StateKind.INVOKER:
-                self._start_run(model_key, session_id, command)
+            run = self._start_run(model_key, session_id, command, report, mark)
+            await report.decided.wait()
+            if report.accepted and flow.kinds[report.target] is StateKind.INVOKER:  # type: ignore[index]
                 return AIResponse(session_id=session_id, next_actions=[POLL])
-            graph = await self._graph(model_key)
-            await graph.ainvoke(command, self._config(model_key, session_id))
-            await self._settle(model_key, session_id)
+            assert run.task is not None
+            await asyncio.shield(run.task)
+            if report.refusal is not None:
+                raise report.refusal
+            if not report.accepted:
+                raise EventFailed(session_id, event.event, run.error or "the run ended before the transition")
+            if run.error is not None:
+                self._runs.pop(session_id, None)
+                return AIResponse(session_id=session_id, error=run.error, next_actions=[])
             return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
 
     async def _process_event(self, model_key: str, event: EventInput) -> AIResponse:
@@ -427,6 +480,8 @@ class GenieFlow:
             return AIResponse(session_id=event.session_id, error=refused.to_json(), next_actions=refused.allowed)
         except SessionBusy as busy:
             return AIResponse(session_id=event.session_id, error=str(busy), next_actions=[POLL])
+        except EventFailed as failed:
+            return AIResponse(session_id=event.session_id, error=str(failed), next_actions=[])
 
     def process_event(self, model_key: str, event: EventInput) -> AIResponse:
         """Send an event (or ``poll``) to a session.

@@ -51,6 +51,14 @@ class CompressingSerializer(SerializerProtocol):
         return self._inner.loads_typed(data)
 
 
+@dataclass(frozen=True)
+class StoreMark:
+    """The checkpoint ids and ``(checkpoint_id, task_id, idx)`` write keys a thread had at a moment."""
+
+    checkpoints: frozenset[str]
+    writes: frozenset[tuple[str, str, int]]
+
+
 @dataclass
 class Store:
     """An opened store: a checkpointer and what only its backend knows how to do."""
@@ -79,13 +87,64 @@ class Store:
         else:
             _prune_memory(self.saver, thread_id, keep)  # type: ignore[arg-type]
 
+    async def mark(self, thread_id: str) -> StoreMark:
+        """Remember which checkpoints and writes a thread has now, to :meth:`rollback` to them."""
+        if self.scheme == "sqlite":
+            conn = self._connection
+            async with conn.execute("SELECT checkpoint_id FROM checkpoints WHERE thread_id = ?", (thread_id,)) as cur:
+                checkpoints = frozenset(row[0] for row in await cur.fetchall())
+            async with conn.execute(
+                "SELECT checkpoint_id, task_id, idx FROM writes WHERE thread_id = ?", (thread_id,)
+            ) as cur:
+                writes = frozenset((row[0], row[1], row[2]) for row in await cur.fetchall())
+            return StoreMark(checkpoints, writes)
+        saver: InMemorySaver = self.saver  # type: ignore[assignment]
+        checkpoints = frozenset(cid for per_ns in saver.storage.get(thread_id, {}).values() for cid in per_ns)
+        writes = frozenset(
+            (key[2], task_id, idx)
+            for key, stored in saver.writes.items()
+            if key[0] == thread_id
+            for task_id, idx in stored
+        )
+        return StoreMark(checkpoints, writes)
+
+    async def rollback(self, thread_id: str, mark: StoreMark) -> None:
+        """Drop every checkpoint and write a thread gained since ``mark``: undo a failed event."""
+        if self.scheme == "sqlite":
+            conn = self._connection
+            async with conn.execute("SELECT checkpoint_id FROM checkpoints WHERE thread_id = ?", (thread_id,)) as cur:
+                new_checkpoints = [row[0] for row in await cur.fetchall() if row[0] not in mark.checkpoints]
+            async with conn.execute(
+                "SELECT checkpoint_id, task_id, idx FROM writes WHERE thread_id = ?", (thread_id,)
+            ) as cur:
+                new_writes = [tuple(row) for row in await cur.fetchall() if tuple(row) not in mark.writes]
+            await conn.executemany(
+                "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id = ?",
+                [(thread_id, cid) for cid in new_checkpoints],
+            )
+            await conn.executemany(
+                "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id = ? AND task_id = ? AND idx = ?",
+                [(thread_id, *key) for key in new_writes],
+            )
+            await conn.commit()
+            return
+        saver: InMemorySaver = self.saver  # type: ignore[assignment]
+        for ns, per_ns in saver.storage.get(thread_id, {}).items():
+            for checkpoint_id in [cid for cid in per_ns if cid not in mark.checkpoints]:
+                del per_ns[checkpoint_id]
+                saver.writes.pop((thread_id, ns, checkpoint_id), None)
+        for key, stored in saver.writes.items():
+            if key[0] == thread_id:
+                for write_key in [k for k in stored if (key[2], *k) not in mark.writes]:
+                    del stored[write_key]
+        _drop_unreferenced_blobs(saver, thread_id)
+
     async def size_of(self, thread_id: str) -> int:
         """Bytes a session's checkpoints and pending writes take in the store."""
         if self.scheme == "sqlite":
             conn = self._connection
             async with conn.execute(
-                "SELECT COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) FROM checkpoints "
-                "WHERE thread_id = ?",
+                "SELECT COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) FROM checkpoints WHERE thread_id = ?",
                 (thread_id,),
             ) as cursor:
                 (checkpoints,) = await cursor.fetchone()
@@ -118,15 +177,16 @@ class Store:
 
 
 def _prune_memory(saver: InMemorySaver, thread_id: str, keep: int) -> None:
-    namespaces = saver.storage.get(thread_id)
-    if not namespaces:
-        return
-    referenced: set[tuple[str, str, str, Any]] = set()
-    for ns, checkpoints in namespaces.items():
-        ordered = sorted(checkpoints, reverse=True)
-        for checkpoint_id in ordered[keep:]:
+    for ns, checkpoints in saver.storage.get(thread_id, {}).items():
+        for checkpoint_id in sorted(checkpoints, reverse=True)[keep:]:
             del checkpoints[checkpoint_id]
             saver.writes.pop((thread_id, ns, checkpoint_id), None)
+    _drop_unreferenced_blobs(saver, thread_id)
+
+
+def _drop_unreferenced_blobs(saver: InMemorySaver, thread_id: str) -> None:
+    referenced: set[tuple[str, str, str, Any]] = set()
+    for ns, checkpoints in saver.storage.get(thread_id, {}).items():
         for serialized, _metadata, _parent in checkpoints.values():
             versions = saver.serde.loads_typed(serialized).get("channel_versions", {})
             referenced.update((thread_id, ns, channel, version) for channel, version in versions.items())

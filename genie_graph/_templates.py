@@ -74,9 +74,7 @@ class TemplateLibrary:
             raise TemplateError(prefix, f"directory {str(path)!r} does not exist; pass an existing directory")
         known = self._prefixes.get(prefix)
         if known is not None and known != path:
-            raise TemplateError(
-                prefix, f"prefix already registered for {str(known)!r}; choose another prefix"
-            )
+            raise TemplateError(prefix, f"prefix already registered for {str(known)!r}; choose another prefix")
         self._prefixes[prefix] = path
 
     # ---- lookup -------------------------------------------------------------------------
@@ -139,9 +137,7 @@ class TemplateLibrary:
             if not isinstance(meta, dict):
                 raise InvokerConfigError(f"{meta_path}: must be a mapping with 'invoker:' or 'renderer:'")
             if "invoker" in meta and "renderer" in meta:
-                raise InvokerConfigError(
-                    f"{meta_path}: declares both 'invoker:' and 'renderer:'; keep exactly one"
-                )
+                raise InvokerConfigError(f"{meta_path}: declares both 'invoker:' and 'renderer:'; keep exactly one")
             # A level that names one kind replaces the other kind it inherited.
             if "invoker" in meta:
                 merged.pop("renderer", None)

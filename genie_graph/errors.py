@@ -9,6 +9,7 @@
     ├── UnknownSession             no session with that id (or it expired)
     ├── EventNotAllowed            the event cannot be sent in the current state
     ├── SessionBusy                a background run is still in flight for the session
+    ├── EventFailed                a hook raised while an event was processed; the session is unchanged
     ├── SecondaryStorageError      a write-once secondary-storage key was written twice
     └── SchemaUpgradeError         stored data has a schema version the class cannot read
 
@@ -96,8 +97,7 @@ class UnknownSession(GenieGraphError, KeyError):
         self.model_key = model_key
         self.session_id = session_id
         super().__init__(
-            f"unknown session {session_id!r} for model key {model_key!r}; "
-            "start one with create_new_session(model_key)."
+            f"unknown session {session_id!r} for model key {model_key!r}; start one with create_new_session(model_key)."
         )
 
     def __str__(self) -> str:
@@ -162,6 +162,24 @@ class SessionBusy(GenieGraphError):
         super().__init__(
             f"session {session_id!r} is busy with a run; event {received!r} refused. "
             "Send 'poll' until next_actions no longer is ['poll']."
+        )
+
+
+class EventFailed(GenieGraphError):
+    """A hook or condition raised while the event was processed; the session was rolled back.
+
+    Attributes:
+        session_id: the session the event was sent to.
+        received: the event.
+    """
+
+    def __init__(self, session_id: str, received: str, cause: BaseException | str) -> None:
+        self.session_id = session_id
+        self.received = received
+        reason = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        super().__init__(
+            f"event {received!r} failed in session {session_id!r}: {reason}. "
+            "The session is unchanged; fix the hook or send another event."
         )
 
 

@@ -41,15 +41,17 @@ def run_cli(
     command = [sys.executable, "-m", "genie_graph._cli"]
     if flow is not None:
         command += ["--flow", flow]
-    return subprocess.run(
+    # Bytes, decoded here: text mode would turn the progress line's "\r" into newlines.
+    result = subprocess.run(
         [*command, *args],
-        input=stdin,
+        input=stdin.encode("utf-8"),
         capture_output=True,
-        text=True,
-        encoding="utf-8",
         cwd=REPO_ROOT,
         env=environment,
         timeout=120,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
     )
 
 
@@ -214,7 +216,7 @@ def test_chat_shows_progress_on_one_stderr_line_then_the_answer_or_error(tmp_pat
         "[error] InvokerError: template 'slow/step.jinja2': PythonInvoker failed: RuntimeError: "
         "the step blew up (in state ai_works)"
     ) in result.stdout
-    progress_lines = [line for line in result.stderr.splitlines() if "thinking…" in line]
+    progress_lines = [line for line in result.stderr.split("\n") if "thinking…" in line]
     assert len(progress_lines) == 3  # one line per run, rewritten with \r
     for line in progress_lines:
         assert line.startswith("\rthinking…")

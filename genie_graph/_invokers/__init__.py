@@ -194,9 +194,7 @@ class InvokerRegistry:
             pool = self._pools.get(key)
             if pool is None:
                 size = int(effective.get("pool_size", self.default_pool_size))
-                pool = InvokerPool(
-                    lambda: build_invoker(effective), size, RetryPolicy.parse(effective.get("retry"))
-                )
+                pool = InvokerPool(lambda: build_invoker(effective), size, RetryPolicy.parse(effective.get("retry")))
                 self._pools[key] = pool
             return pool
 

@@ -36,9 +36,7 @@ class PythonInvoker(GenieInvoker):
     def from_config(cls, config: Mapping[str, Any]) -> Self:
         path = config.get("callable")
         if not isinstance(path, str):
-            raise InvokerConfigError(
-                "python invoker needs 'callable: \"package.module:function\"' in its meta.yaml"
-            )
+            raise InvokerConfigError("python invoker needs 'callable: \"package.module:function\"' in its meta.yaml")
         target = import_object(path)
         if not (callable(target) or hasattr(target, "ainvoke")):
             raise InvokerConfigError(f"python invoker: {path!r} is neither callable nor a Runnable")
