@@ -27,12 +27,18 @@ from .errors import FlowDefinitionError, InvokerError
 class ProgressSink(Protocol):
     """Where a run reports its sub-tasks: how many there are, and how many are done."""
 
+    def begin(self, key: str, total: int) -> None:
+        """Start counting for invoker state ``key`` (counts reset per state, as in Genie Flow)."""
+
     def add_total(self, count: int) -> None: ...
 
     def add_done(self, count: int = 1) -> None: ...
 
 
 class _NoProgress:
+    def begin(self, key: str, total: int) -> None:
+        pass
+
     def add_total(self, count: int) -> None:
         pass
 
@@ -60,6 +66,14 @@ def parse_if_json(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+def _json_or_none(text: str) -> Any:
+    """``json.loads(text)``, or None when it is not JSON (Genie Flow's ``parsed_previous_result``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _as_text(value: Any) -> str:
@@ -169,11 +183,12 @@ class CompositeRunner:
         for index, step in enumerate(steps):
             if index > 0:
                 progress.add_done()  # Genie Flow counts the hand-over between steps as a task
+                parsed = _json_or_none(result)
                 drag_net = {
                     "previous_result": result,
-                    "parsed_previous_result": parse_if_json(result) if result else None,
+                    "parsed_previous_result": parsed,
                     "actor_input": result,
-                    "parsed_actor_input": parse_if_json(result) if result else None,
+                    "parsed_actor_input": parsed,
                 }
             result = await self.run(step, render_data, progress, drag_net)
         return result

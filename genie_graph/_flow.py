@@ -8,6 +8,7 @@ dialogue recording, and renders user-facing templates.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,13 +152,17 @@ class CompiledFlow:
         """A machine on ``model`` with the dialogue recorder listening (no hooks run)."""
         return self.machine_class(model, listeners=[_TransitionRecorder(self)])
 
-    def enter_initial_state(self, model: GenieModel, *, record_intro: bool = True) -> None:
+    async def enter_initial_state(self, model: GenieModel, *, record_intro: bool = True) -> None:
         """Put a new model in the initial state: run its enter hooks, record the intro.
 
         The intro is the initial state's rendered template, recorded as the assistant's first
         utterance (Genie Flow's ``create_new_session``); ephemeral sessions skip it.
         """
-        self.machine(model)  # a machine built on state None enters the initial state
+        machine = self.machine(model)  # a sync machine built on state None enters the initial state
+        if model.state is None:  # an async one (async hooks) waits to be activated
+            activation = machine.activate_initial_state()
+            if inspect.isawaitable(activation):
+                await activation
         if record_intro:
             model.add_dialogue_element(Actor.ASSISTANT, self.render(self.initial, model))
 

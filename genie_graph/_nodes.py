@@ -95,11 +95,29 @@ def _waiting_payload(flow: CompiledFlow, model: GenieModel, state_id: str, error
     }
 
 
+class _BadResume(ValueError):
+    """A resume value that is not ``{"event": ..., "event_input": ...}``."""
+
+
+def _refuse(
+    flow: CompiledFlow, state: GenieModel, state_id: str, refusal: EventNotAllowed, report: EventReport | None
+) -> Command[Any]:
+    """Wait again in a fresh run of this node, so the refused value is never replayed.
+
+    Plain LangGraph shows the refusal in ``task_error``; the session runtime rolls it back.
+    """
+    if report is not None:
+        report.refuse(refusal)
+    retry = state.model_copy(deep=True)
+    retry.task_error = refusal.to_json()
+    return Command(update=changed_fields(state, retry), goto=state_id)
+
+
 def _parse_resume(value: Any) -> tuple[str, str]:
     if isinstance(value, str):
         return "user_input", value
     if not isinstance(value, Mapping) or not isinstance(value.get("event"), str):
-        raise ValueError(f'resume with {{"event": <name>, "event_input": <text>}}, got {value!r}')
+        raise _BadResume(f'resume with {{"event": <name>, "event_input": <text>}}, got {value!r}')
     text = value.get("event_input", "")
     return value["event"], "" if text is None else str(text)
 
@@ -141,7 +159,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
         model = state.model_copy(deep=True)
         if is_initial and model.state is None:
             record = (config.get("configurable") or {}).get(RECORD_INTRO, True)
-            flow.enter_initial_state(model, record_intro=bool(record))
+            await flow.enter_initial_state(model, record_intro=bool(record))
             return Command(update=changed_fields(state, model), goto=state_id)
         if is_final:
             return Command(goto=END)
@@ -150,25 +168,24 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
         try:
             event, text = _parse_resume(resume)
             await flow.send(model, event, text)
-        except (EventNotAllowed, ValueError) as refused:
-            refusal = refused if isinstance(refused, EventNotAllowed) else flow.refusal(model, "?", str(refused))
-            if report is not None:
-                report.refuse(refusal)
-            # Wait again in a fresh run of this node, so the refused value is never replayed.
-            retry = state.model_copy(deep=True)
-            retry.task_error = refusal.to_json()
-            return Command(update=changed_fields(state, retry), goto=state_id)
+        except EventNotAllowed as refusal:
+            return _refuse(flow, state, state_id, refusal, report)
+        except _BadResume as bad:
+            return _refuse(flow, state, state_id, flow.refusal(model, "?", str(bad)), report)
+        target = flow.state_of(model)
+        if flow.kinds[target] is StateKind.INVOKER:  # counted before the run starts, as Genie Flow does
+            current_progress.get().begin(target, flow.runner.count(flow.templates[target]) + 1)
         if report is not None:
-            report.accept(flow.state_of(model))
+            report.accept(target)
         return Command(update=changed_fields(state, model), goto=_goto(flow, model))
 
     async def invoker_node(state: GenieModel, config: RunnableConfig) -> Command[Any]:
         model = state.model_copy(deep=True)
         if is_initial and model.state is None:
-            flow.enter_initial_state(model, record_intro=False)
+            await flow.enter_initial_state(model, record_intro=False)
         template = flow.templates[state_id]
         progress = current_progress.get()
-        progress.add_total(flow.runner.count(template) + 1)
+        progress.begin(state_id, flow.runner.count(template) + 1)
         event = flow.completion_event[state_id]
         failure: Exception | None = None
         try:

@@ -55,6 +55,12 @@ class _Progress:
 
     total: int = 0
     done: int = 0
+    key: str | None = None
+
+    def begin(self, key: str, total: int) -> None:
+        if self.key == key and self.done == 0:
+            return  # already counted when the event into this state was accepted
+        self.key, self.total, self.done = key, total, 0
 
     def add_total(self, count: int) -> None:
         self.total += count
@@ -271,7 +277,7 @@ class GenieFlow:
             undo = False
             try:
                 graph = await self._graph(model_key)
-                await graph.ainvoke(command, self._config(model_key, session_id))
+                await graph.ainvoke(command, self._config(model_key, session_id), durability="sync")
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -321,7 +327,7 @@ class GenieFlow:
                 user_info if isinstance(user_info, User) else User.model_validate(user_info)
             )
         config = self._config(model_key, session_id, **{RECORD_INTRO: record_intro})
-        await graph.ainvoke(model.model_dump(mode="json"), config)
+        await graph.ainvoke(model.model_dump(mode="json"), config, durability="sync")
         await self._settle(model_key, session_id)
         return (await self._snapshot(model_key, session_id))[1]
 
@@ -411,10 +417,16 @@ class GenieFlow:
                 error=failed.error,
                 next_actions=flow.next_actions(flow.state_of(model)),
             )
-        if self._interrupted_run(flow, snapshot):
-            self._start_run(model_key, session_id, None)
+        if self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             return AIResponse(session_id=session_id, next_actions=[POLL])
         return self._answer(flow, model)
+
+    def _resume_cut_off_run(self, model_key: str, session_id: str, flow: CompiledFlow, snapshot: StateSnapshot) -> bool:
+        """Restart a run the process ended half way (while an invoker worked); True if one was."""
+        if self._in_flight(session_id) is not None or not self._interrupted_run(flow, snapshot):
+            return False
+        self._start_run(model_key, session_id, None)
+        return True
 
     @staticmethod
     def _interrupted_run(flow: CompiledFlow, snapshot: StateSnapshot) -> bool:
@@ -441,6 +453,8 @@ class GenieFlow:
             snapshot, model = await self._snapshot(model_key, session_id)
             self._runs.pop(session_id, None)
             state_id = flow.state_of(model)
+            if self._resume_cut_off_run(model_key, session_id, flow, snapshot):
+                raise SessionBusy(session_id, event.event)
             if not snapshot.interrupts:
                 allowed = [] if state_id in flow.finals else flow.next_actions(state_id)
                 raise EventNotAllowed(
@@ -514,8 +528,10 @@ class GenieFlow:
         if self._in_flight(session_id) is not None:
             self.flow_of(model_key)
             return AIStatusResponse(session_id=session_id, ready=False, next_actions=[])
-        _snapshot, model = await self._snapshot(model_key, session_id)
+        snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._registered[model_key].flow
+        if self._resume_cut_off_run(model_key, session_id, flow, snapshot):
+            return AIStatusResponse(session_id=session_id, ready=False, next_actions=[])
         return AIStatusResponse(session_id=session_id, ready=True, next_actions=flow.next_actions(flow.state_of(model)))
 
     def get_task_state(self, model_key: str, session_id: str) -> AIStatusResponse:

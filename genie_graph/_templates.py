@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 import yaml
+from jinja2 import meta as jinja2_meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import InvokerConfigError, TemplateError
@@ -191,8 +192,14 @@ class TemplateLibrary:
                 name,
                 f"{exc.message}; available variables: {', '.join(sorted(render_data))}",
             ) from exc
-        except jinja2.TemplateError as exc:
-            raise TemplateError(name, str(exc)) from exc
+        except Exception as exc:  # a filter choking on an undefined value hides which one it was
+            missing = self._missing_variables(name, render_data)
+            hint = f"; undefined variables: {', '.join(missing)}" if missing else ""
+            raise TemplateError(name, f"{type(exc).__name__}: {exc}{hint}") from exc
+
+    def _missing_variables(self, name: str, render_data: Mapping[str, Any]) -> list[str]:
+        source = self._load_source(name)[0]
+        return sorted(jinja2_meta.find_undeclared_variables(self._env.parse(source)) - set(render_data))
 
     def render_string(self, source: str, render_data: Mapping[str, Any]) -> str:
         """Render a template given as text (e.g. ``on_error:`` of a meta.yaml)."""

@@ -45,7 +45,7 @@ class FlowDefinitionError(GenieGraphError):
         super().__init__(message)
 
 
-class TemplateError(GenieGraphError):
+class TemplateError(GenieGraphError, ValueError):
     """A template cannot be found, loaded or rendered.
 
     Attributes:

@@ -10,10 +10,14 @@ What the invoker does depends on the user's text (the prompt is ``Q: <text>``):
   With ``$RUNTIME_FLOWS_HOLD_FOREVER=1`` it instead blocks for good (a process to be killed).
 * ``fail:<text>``: raises ``RuntimeError("invoker exploded on <text>")``.
 * anything else: answers ``Answer: <text>``.
+
+A second flow, ``parallel`` (:data:`PARALLEL_KEY`), runs two branches at once in ``work``: one
+that fails (once the other has started) and one held by the gate named in the user's text.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -23,6 +27,7 @@ from pathlib import Path
 from genie_graph import GenieFlow, GenieModel, GenieStateMachine, State
 
 MODEL_KEY = "runtime"
+PARALLEL_KEY = "parallel"
 HOLD_FOREVER_ENV = "RUNTIME_FLOWS_HOLD_FOREVER"
 GATE_TIMEOUT = 30.0
 
@@ -32,15 +37,22 @@ TEMPLATES: dict[str, str] = {
     "user/answer.jinja2": "You said: {{ actor_input }}",
     "llm/meta.yaml": 'invoker:\n  type: python\n  callable: "tests.runtime_flows:answer"\n',
     "llm/answer.jinja2": "Q: {{ actor_input }}",
+    "par_fail/meta.yaml": 'invoker:\n  type: python\n  callable: "tests.runtime_flows:failing_branch"\n',
+    "par_fail/branch.jinja2": "{{ actor_input }}",
+    "par_held/meta.yaml": 'invoker:\n  type: python\n  callable: "tests.runtime_flows:held_branch"\n',
+    "par_held/branch.jinja2": "{{ actor_input }}",
 }
 
 
 @dataclass
 class Gate:
-    """A pair of events: ``entered`` is set by the invoker, ``release`` by the test."""
+    """``entered`` is set by the invoker, ``release`` by the test; ``finished`` / ``cancelled``
+    tell how an async held branch ended."""
 
     entered: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 _gates: dict[str, Gate] = {}
@@ -67,6 +79,27 @@ def answer(prompt: str) -> str:
     if text.startswith("fail:"):
         raise RuntimeError(f"invoker exploded on {text.removeprefix('fail:')}")
     return f"Answer: {text}"
+
+
+def failing_branch(prompt: str) -> str:
+    """Fails once the held branch of the same run has started."""
+    name = prompt.strip().removeprefix("gate:")
+    gate(name).entered.wait(GATE_TIMEOUT)
+    raise RuntimeError(f"branch failed next to {name}")
+
+
+async def held_branch(prompt: str) -> str:
+    """Runs until its gate is released, or until it is cancelled."""
+    held = gate(prompt.strip().removeprefix("gate:"))
+    held.entered.set()
+    try:
+        while not held.release.is_set():
+            await asyncio.sleep(0.005)
+    except asyncio.CancelledError:
+        held.cancelled.set()
+        raise
+    held.finished.set()
+    return "held branch done"
 
 
 class RuntimeMachine(GenieStateMachine):
@@ -97,6 +130,29 @@ class RuntimeModel(GenieModel):
         self.topic = json.loads(self.seed_data)["topic"]
 
 
+class ParallelMachine(GenieStateMachine):
+    intro = State(initial=True, value=0)
+    work = State(value=100)
+    done = State(value=200)
+
+    user_input = intro.to(work) | done.to(work)
+    ai_extraction = work.to(done)
+
+    templates = dict(
+        intro="user/intro.jinja2",
+        work={"failing": "par_fail/branch.jinja2", "held": "par_held/branch.jinja2"},
+        done="user/answer.jinja2",
+    )
+
+
+class ParallelModel(GenieModel):
+    topic: str = "parallel"
+
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return ParallelMachine
+
+
 def write_templates(root: Path) -> Path:
     """Write the flow's templates under ``root`` and return it."""
     for relative, content in TEMPLATES.items():
@@ -107,7 +163,8 @@ def write_templates(root: Path) -> Path:
 
 
 def create_flow(template_root: Path, store: str, **kwargs: object) -> GenieFlow:
-    """A ``GenieFlow`` serving this flow under :data:`MODEL_KEY`."""
+    """A ``GenieFlow`` serving these flows under :data:`MODEL_KEY` and :data:`PARALLEL_KEY`."""
     flow = GenieFlow(template_root=template_root, store=store, **kwargs)  # type: ignore[arg-type]
     flow.register_model(MODEL_KEY, RuntimeModel)
+    flow.register_model(PARALLEL_KEY, ParallelModel)
     return flow

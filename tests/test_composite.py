@@ -78,8 +78,7 @@ FILES = {
     "gate/item.jinja2": "{{ map_value }}",
     # failing invokers
     "broken/meta.yaml": (
-        "invoker:\n  type: tests.flows_port.probes.Broken\n"
-        '  on_error: "fallback for {{ actor_input }} ({{ error }})"\n'
+        'invoker:\n  type: tests.flows_port.probes.Broken\n  on_error: "fallback for {{ actor_input }} ({{ error }})"\n'
     ),
     "broken/t.jinja2": "{{ actor_input }}",
     "broken_event/meta.yaml": (
@@ -361,6 +360,23 @@ def test_progress_of_a_single_template(genie: GenieFlow) -> None:
     assert _release_and_finish(genie, session_id).response == "done:hold it"
 
 
+def test_progress_total_is_known_from_the_first_poll(genie: GenieFlow) -> None:
+    """Genie Flow calls progress_start(nr_tasks) before the chain starts: no poll sees 0 of 0.
+
+    Sampled over several runs, each polled at once after the event (while the gate holds it).
+    """
+    genie.register_model(KEY, make_model("gate/input.jinja2"))
+    seen = []
+    for _ in range(10):
+        sync.GATE = sync.Gate()
+        session_id = genie.create_new_session(KEY).session_id
+        genie.process_event(KEY, EventInput(session_id=session_id, event="user_input", event_input="hold"))
+        seen.append(_in_flight(poll(genie, session_id)))
+        assert sync.GATE.entered.wait(10)
+        _release_and_finish(genie, session_id)
+    assert seen == [(2, 0)] * 10
+
+
 def test_progress_of_a_list_counts_hand_overs(genie: GenieFlow) -> None:
     session_id = start(genie, ["gate/fast.jinja2", "gate/hold.jinja2"])
     genie.process_event(KEY, EventInput(session_id=session_id, event="user_input", event_input="x"))
@@ -375,7 +391,9 @@ def test_progress_of_a_dict(genie: GenieFlow) -> None:
     genie.process_event(KEY, EventInput(session_id=session_id, event="user_input", event_input="x"))
     assert sync.GATE.entered.wait(10)
     # two branches + combine + final transition; the fast branch finishes while the other is held
-    answer = poll_until(genie, session_id, lambda a: a.progress is not None and a.progress.number_of_subtasks_executed >= 1)
+    answer = poll_until(
+        genie, session_id, lambda a: a.progress is not None and a.progress.number_of_subtasks_executed >= 1
+    )
     assert _in_flight(answer) == (4, 1)
     final = _release_and_finish(genie, session_id)
     assert json.loads(final.response or "") == {"fast": "done:go x", "held": "done:hold x"}
@@ -388,7 +406,9 @@ def test_progress_of_a_map_grows_with_the_list(genie: GenieFlow) -> None:
     )
     assert sync.GATE.entered.wait(10)
     # map (1) + its 3 items + final transition; two items finish while one is held
-    answer = poll_until(genie, session_id, lambda a: a.progress is not None and a.progress.number_of_subtasks_executed >= 2)
+    answer = poll_until(
+        genie, session_id, lambda a: a.progress is not None and a.progress.number_of_subtasks_executed >= 2
+    )
     assert _in_flight(answer) == (5, 2)
     final = _release_and_finish(genie, session_id)
     assert json.loads(final.response or "") == ["done:go-1", "done:hold", "done:go-2"]
@@ -422,7 +442,7 @@ def test_runner_counts_like_genie_flow_and_finishes_every_subtask(tree: Path, te
     runner = CompositeRunner(TemplateLibrary(tree), InvokerRegistry())
     assert runner.count(template) == count
     sink = _Sink()
-    data = {
+    data: dict[str, Any] = {
         "actor_input": "in",
         "parsed_actor_input": None,
         "items": ["a", "b", "c"],
@@ -472,7 +492,9 @@ def test_failure_without_on_error_is_reported_on_the_session(genie: GenieFlow) -
 
 
 @pytest.mark.parametrize("retry", ["3", "{attempts: 3, backoff_seconds: 0}"])
-def test_retry_until_a_flaky_invoker_succeeds(genie: GenieFlow, tree: Path, retry: str, request: pytest.FixtureRequest) -> None:
+def test_retry_until_a_flaky_invoker_succeeds(
+    genie: GenieFlow, tree: Path, retry: str, request: pytest.FixtureRequest
+) -> None:
     key = f"flaky-{request.node.name}"
     write_tree(
         tree,
@@ -489,12 +511,16 @@ def test_retry_until_a_flaky_invoker_succeeds(genie: GenieFlow, tree: Path, retr
     assert probes.Flaky.attempts[key] == 4
 
 
-def test_retries_exhausted_report_the_last_failure(genie: GenieFlow, tree: Path, request: pytest.FixtureRequest) -> None:
+def test_retries_exhausted_report_the_last_failure(
+    genie: GenieFlow, tree: Path, request: pytest.FixtureRequest
+) -> None:
     key = f"flaky-{request.node.name}"
     write_tree(
         tree,
         {
-            "flaky/meta.yaml": f"invoker:\n  type: tests.flows_port.probes.Flaky\n  key: {key!r}\n  fail_times: 5\n  retry: 2\n",
+            "flaky/meta.yaml": (
+                f"invoker:\n  type: tests.flows_port.probes.Flaky\n  key: {key!r}\n  fail_times: 5\n  retry: 2\n"
+            ),
             "flaky/t.jinja2": "{{ actor_input }}",
         },
     )

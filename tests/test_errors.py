@@ -283,8 +283,8 @@ def test_unknown_model_key(flow: GenieFlow, call: str) -> None:
     assert isinstance(error, KeyError)  # the HTTP layer maps KeyError to 404, as Genie Flow does
     assert isinstance(error, GenieGraphError)
     assert error.model_key == "no_such_flow"
-    assert error.known == [runtime_flows.MODEL_KEY]
-    assert_names(error, "no_such_flow", runtime_flows.MODEL_KEY)
+    assert error.known == flow.model_keys == [runtime_flows.MODEL_KEY, runtime_flows.PARALLEL_KEY]
+    assert_names(error, "no_such_flow", runtime_flows.MODEL_KEY, runtime_flows.PARALLEL_KEY)
 
 
 @pytest.mark.parametrize("call", ["process_event", "poll", "get_model", "get_task_state"])

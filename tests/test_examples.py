@@ -301,26 +301,32 @@ def test_http_500_from_the_llm_surfaces_as_error_and_session_stays_usable(
 
 
 def test_http_500_in_a_parallel_step_then_full_recovery(llm: str, online_flow: GenieFlow) -> None:
-    """topic_analysis prompts hold only the topic and aspect, so the next topic reaches the LLM clean."""
+    """topic_analysis prompts hold only the topic and one aspect, so the next topic reaches the LLM clean.
+
+    The marker is in an aspect only: the overview, running in parallel, succeeds at once, and the
+    aspect fails after the client's retries.
+    """
     sid = online_flow.create_new_session("topic_analysis").session_id
 
-    failed = send(online_flow, "topic_analysis", sid, "user_input", "__HTTP500__: speed, cost")
+    failed = send(online_flow, "topic_analysis", sid, "user_input", "tea: __HTTP500__")
 
     assert failed.error is not None
     assert "500" in failed.error
     assert failed.next_actions == ["user_input"]
     assert online_flow.get_model("topic_analysis", sid).task_error is not None
+    prompts = _user_prompts(llm)
+    assert len([p for p in prompts if "__HTTP500__" in p]) == 3  # one aspect, tried 1 + 2 times
+    assert len([p for p in prompts if "__HTTP500__" not in p]) == 1  # the overview
 
     reset_requests(llm)
-    report = send(online_flow, "topic_analysis", sid, "user_input", "tea: taste")
+    report = send(online_flow, "topic_analysis", sid, "user_input", "coffee: taste")
 
     assert report.error is None
     assert report.next_actions == ["user_input"]
-    # (Calls of the failed run may still be retrying; count only this topic's.)
-    prompts = [p for p in _user_prompts(llm) if "__HTTP500__" not in p]
+    prompts = _user_prompts(llm)
     assert len(prompts) == 2  # the overview and one aspect, both to the server
-    assert all('"tea"' in p or "\ntea\n" in p for p in prompts)
-    assert "# tea" in report.response
+    assert all("coffee" in p for p in prompts)
+    assert "# coffee" in report.response
     assert "ECHO: Write a two-sentence overview" in report.response
     assert "- taste: ECHO: In one sentence, assess the aspect below" in report.response
     assert online_flow.get_model("topic_analysis", sid).task_error is None

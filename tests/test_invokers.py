@@ -370,7 +370,11 @@ OPENAI_WITH_OFFLINE = {
 def test_offline_stand_in_without_an_endpoint() -> None:
     effective = effective_config(OPENAI_WITH_OFFLINE)
     assert effective["type"] == "echo"
-    assert {k: effective[k] for k in ("pool_size", "retry", "on_error")} == {"pool_size": 2, "retry": 1, "on_error": "sorry"}
+    assert {k: effective[k] for k in ("pool_size", "retry", "on_error")} == {
+        "pool_size": 2,
+        "retry": 1,
+        "on_error": "sorry",
+    }
     invoker = build_invoker(effective)
     assert isinstance(invoker, EchoInvoker)
     assert invoker.invoke("q") == "offline: q"

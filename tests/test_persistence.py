@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
+import string
 import subprocess
 import sys
 import textwrap
@@ -250,27 +252,41 @@ def _checkpoint_rows(db: Path, thread_id: str) -> int:
     return int(count)
 
 
-def test_storage_per_session_stays_linear(tmp_path: Path) -> None:
+def _questions(kind: str) -> list[str]:
+    """100 user questions: alike (compress well), or random words (compress poorly, closer to real chat)."""
+    if kind == "alike":
+        return [f"Question number {turn}: what about topic {turn}?" for turn in range(1, 101)]
+    rng = random.Random(1234)
+    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+    return [" ".join(rng.choice(words) for _ in range(14)) + "?" for _ in range(100)]
+
+
+@pytest.mark.parametrize(
+    ("keep", "kind"),
+    [(None, "alike"), (None, "random-words"), (6, "random-words")],
+    ids=["default-keep-alike", "default-keep-random-words", "keep-6-random-words"],
+)
+def test_storage_per_session_stays_linear(tmp_path: Path, keep: int | None, kind: str) -> None:
     db = tmp_path / "s.db"
-    flow: GenieFlow = graphs.create_flow(f"sqlite:///{db}")
+    flow: GenieFlow = graphs.create_flow(f"sqlite:///{db}", **({} if keep is None else {"keep_checkpoints": keep}))
     try:
         sid = flow.create_new_session("q_and_a").session_id
         measured: dict[int, int] = {}
         checkpoints: dict[int, int] = {}
-        for turn in range(1, 101):
-            answer = send(flow, "q_and_a", sid, "user_input", f"Question number {turn}: what about topic {turn}?")
+        for turn, question in enumerate(_questions(kind), start=1):
+            answer = send(flow, "q_and_a", sid, "user_input", question)
             assert answer.error is None
             if turn in (10, 50, 100):
                 measured[turn] = flow.session_bytes("q_and_a", sid)
                 checkpoints[turn] = _checkpoint_rows(db, sid)
         dialogue_length = len(flow.get_model("q_and_a", sid).dialogue)
-        keep = flow.keep_checkpoints
+        kept = flow.keep_checkpoints
     finally:
         flow.close()
 
     b10, b50, b100 = measured[10], measured[50], measured[100]
     print(
-        f"\nq_and_a on SQLite, bytes per session (keep_checkpoints={keep}): "
+        f"\nq_and_a on SQLite, {kind} questions, bytes per session (keep_checkpoints={kept}): "
         f"10 turns: {b10} B, 50 turns: {b50} B, 100 turns: {b100} B; "
         f"per turn 10->50: {(b50 - b10) / 40:.0f} B, 50->100: {(b100 - b50) / 50:.0f} B; "
         f"checkpoint rows: {checkpoints}"
@@ -279,7 +295,7 @@ def test_storage_per_session_stays_linear(tmp_path: Path) -> None:
     assert 0 < b10 < b50 < b100
     # Linear: the last 50 turns cost per turn about what turns 10..50 cost (30 % slack).
     assert (b100 - b50) <= 1.3 * (b50 - b10) * 50 / 40, measured
-    assert checkpoints == {10: keep, 50: keep, 100: keep}
+    assert checkpoints == {10: kept, 50: kept, 100: kept}
 
 
 @pytest.mark.parametrize("keep", [2, 10])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
 from collections.abc import Iterator
@@ -260,6 +261,26 @@ def test_invoker_failure_then_user_state_event_clears_task_error(flow: GenieFlow
     assert flow.get_model(KEY, sid).task_error is None
 
 
+def test_failed_parallel_step_leaves_no_branch_running(flow: GenieFlow) -> None:
+    """Once a run has settled with an error, none of its parallel branches may still be at work."""
+    name = _gate_name()
+    held = gate(name)
+    sid = flow.create_new_session(runtime_flows.PARALLEL_KEY).session_id
+    try:
+        failed = send(flow, runtime_flows.PARALLEL_KEY, sid, "user_input", f"gate:{name}")
+
+        assert failed.error is not None
+        assert f"branch failed next to {name}" in failed.error
+        assert failed.next_actions == ["user_input"]
+        assert held.entered.is_set()
+        assert held.cancelled.is_set() or held.finished.is_set(), (
+            "the run settled with an error, but its other parallel branch is still running"
+        )
+    finally:
+        held.release.set()
+        assert held.cancelled.wait(5) or held.finished.wait(5)
+
+
 # ---- ephemeral sessions, seed data, user info -----------------------------------------------
 
 
@@ -416,6 +437,11 @@ def test_many_sessions_from_threads_stay_consistent(flow: GenieFlow) -> None:
         assert model.topic == f"t{index}"
         assert [(str(e.actor), e.actor_text) for e in model.dialogue] == expected_dialogue
         assert flow.get_task_state(KEY, sid).ready is True
+
+    # Whatever the store opened must be closed by close(): leaked connections warn when collected,
+    # so collect here, where they were made, rather than in some later test.
+    flow.close()
+    gc.collect()
 
 
 # ---- graph(), keep_checkpoints, lifecycle -------------------------------------------------
