@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,6 +66,18 @@ def parse_if_json(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+async def _all_or_none(coroutines: Iterable[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run concurrently; on the first failure cancel the others (no orphan LLM calls) and re-raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _json_or_none(text: str) -> Any:
@@ -162,7 +174,7 @@ class CompositeRunner:
             result = await self._run_chain(template, render_data, progress, drag_net)
         elif isinstance(template, dict):
             keys = list(template)
-            parts = await asyncio.gather(*(self.run(template[k], render_data, progress, drag_net) for k in keys))
+            parts = await _all_or_none(self.run(template[k], render_data, progress, drag_net) for k in keys)
             result = json.dumps({k: parse_if_json(r) for k, r in zip(keys, parts, strict=True)})
         elif isinstance(template, MapTaskTemplate):
             result = await self._run_map(template, render_data, progress, drag_net)
@@ -214,7 +226,7 @@ class CompositeRunner:
             progress.add_done()
             return parse_if_json(text)
 
-        results = await asyncio.gather(*(one(i, v) for i, v in enumerate(values)))
+        results = await _all_or_none(one(i, v) for i, v in enumerate(values))
         return json.dumps(list(results))
 
     async def _run_callable(

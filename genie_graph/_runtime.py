@@ -163,6 +163,7 @@ class GenieFlow:
         self._loop: _LoopThread | None = None
         self._loop_guard = threading.Lock()
         self._store: Store | None = None
+        self._opening = asyncio.Lock()
         self._runs: dict[str, _Run] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -213,7 +214,9 @@ class GenieFlow:
 
     async def _open_store(self) -> Store:
         if self._store is None:
-            self._store = await open_store(self.store_url)
+            async with self._opening:  # one connection, however many callers arrive at once
+                if self._store is None:
+                    self._store = await open_store(self.store_url)
         return self._store
 
     async def _graph(self, model_key: str) -> CompiledStateGraph[Any]:
@@ -222,7 +225,8 @@ class GenieFlow:
             raise UnknownModelKey(model_key, self.model_keys)
         if registered.graph is None:
             store = await self._open_store()
-            registered.graph = graph_of(registered.flow, store.saver)
+            if registered.graph is None:
+                registered.graph = graph_of(registered.flow, store.saver)
         return registered.graph
 
     def _config(self, model_key: str, session_id: str, **configurable: Any) -> RunnableConfig:

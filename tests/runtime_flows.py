@@ -7,7 +7,8 @@ States: ``intro`` (user, initial) --user_input--> ``ai_answers`` (a ``python`` i
 What the invoker does depends on the user's text (the prompt is ``Q: <text>``):
 
 * ``gate:<name>``: marks the gate ``<name>`` as entered, then blocks until the test releases it.
-  With ``$RUNTIME_FLOWS_HOLD_FOREVER=1`` it instead blocks for good (a process to be killed).
+  With ``$RUNTIME_FLOWS_HOLD_FOREVER=1`` it instead blocks for good (a process to be killed);
+  with ``$RUNTIME_FLOWS_DIE_ON_ENTRY=1`` it kills its own process with SIGKILL at once.
 * ``fail:<text>``: raises ``RuntimeError("invoker exploded on <text>")``.
 * anything else: answers ``Answer: <text>``.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from genie_graph import GenieFlow, GenieModel, GenieStateMachine, State
 MODEL_KEY = "runtime"
 PARALLEL_KEY = "parallel"
 HOLD_FOREVER_ENV = "RUNTIME_FLOWS_HOLD_FOREVER"
+DIE_ON_ENTRY_ENV = "RUNTIME_FLOWS_DIE_ON_ENTRY"
 GATE_TIMEOUT = 30.0
 
 TEMPLATES: dict[str, str] = {
@@ -69,6 +72,8 @@ def answer(prompt: str) -> str:
     """The ``python`` invoker of ``ai_answers``."""
     text = prompt.removeprefix("Q: ").strip()
     if text.startswith("gate:"):
+        if os.environ.get(DIE_ON_ENTRY_ENV) == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
         held = gate(text.removeprefix("gate:").split()[0])
         held.entered.set()
         if os.environ.get(HOLD_FOREVER_ENV) == "1":

@@ -118,20 +118,19 @@ HELD_PROCESS = """
     from genie_graph import EventInput
     from tests import runtime_flows as rf
 
-    templates, store, wait_durable = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "durable"
+    templates, store = Path(sys.argv[1]), sys.argv[2]
     flow = rf.create_flow(templates, store)
     sid = flow.create_new_session(rf.MODEL_KEY).session_id
     answer = flow.process_event(rf.MODEL_KEY, EventInput(session_id=sid, event="user_input",
                                                          event_input="gate:killme"))
     assert answer.next_actions == ["poll"], answer
     assert rf.gate("killme").entered.wait(30), "invoker never started"
-    if wait_durable:
-        # Another GenieFlow has its own connection: it sees only what is committed to the file.
-        observer = rf.create_flow(templates, store)
-        deadline = time.monotonic() + 30
-        while observer.get_model(rf.MODEL_KEY, sid).state != 100:  # ai_answers
-            assert time.monotonic() < deadline, "the accepted event never reached the file"
-            time.sleep(0.01)
+    # Another GenieFlow has its own connection: it sees only what is committed to the file.
+    observer = rf.create_flow(templates, store)
+    deadline = time.monotonic() + 30
+    while observer.get_model(rf.MODEL_KEY, sid).state != 100:  # ai_answers
+        assert time.monotonic() < deadline, "the accepted event never reached the file"
+        time.sleep(0.01)
     print(sid, flush=True)
     rf.gate("never").release.wait()  # held here until killed
 """
@@ -164,13 +163,12 @@ EXPECTED_AFTER_RESUME = [
 ]
 
 
-def _kill_mid_flight(tmp_path: Path, wait_durable: bool) -> tuple[Path, str, str]:
+def _kill_mid_flight(tmp_path: Path) -> tuple[Path, str, str]:
     """Start a session whose invoker blocks, SIGKILL its process while the invoker is held."""
     templates = runtime_flows.write_templates(tmp_path / "templates")
     store = f"sqlite:///{tmp_path / 's.db'}"
     proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HELD_PROCESS), str(templates), store,
-         "durable" if wait_durable else "at-once"],
+        [sys.executable, "-c", textwrap.dedent(HELD_PROCESS), str(templates), store],
         cwd=ROOT,
         env=_env(tmp_path, **{runtime_flows.HOLD_FOREVER_ENV: "1"}),
         stdout=subprocess.PIPE,
@@ -197,7 +195,7 @@ def _kill_mid_flight(tmp_path: Path, wait_durable: bool) -> tuple[Path, str, str
 
 
 def test_run_killed_mid_flight_resumes_in_a_new_process(tmp_path: Path) -> None:
-    templates, store, sid = _kill_mid_flight(tmp_path, wait_durable=True)
+    templates, store, sid = _kill_mid_flight(tmp_path)
 
     result = _run(tmp_path, RESUMING_PROCESS, str(templates), store, sid)
 
@@ -210,9 +208,40 @@ def test_run_killed_mid_flight_resumes_in_a_new_process(tmp_path: Path) -> None:
     assert result["dialogue"] == EXPECTED_AFTER_RESUME
 
 
-def test_event_answered_with_poll_survives_a_kill_once_the_invoker_runs(tmp_path: Path) -> None:
-    """``["poll"]`` means the event was accepted: once its invoker runs, a crash must not lose it."""
-    templates, store, sid = _kill_mid_flight(tmp_path, wait_durable=False)
+DYING_PROCESS = """
+    import sys
+    from pathlib import Path
+    from genie_graph import EventInput
+    from tests import runtime_flows as rf
+
+    flow = rf.create_flow(Path(sys.argv[1]), sys.argv[2])
+    sid = flow.create_new_session(rf.MODEL_KEY).session_id
+    print(sid, flush=True)
+    answer = flow.process_event(rf.MODEL_KEY, EventInput(session_id=sid, event="user_input",
+                                                         event_input="gate:killme"))
+    assert answer.next_actions == ["poll"], answer
+    flow.wait_until_ready(sid)  # the invoker kills this process when it starts
+    print("the invoker did not kill the process", file=sys.stderr)
+"""
+
+
+def test_event_answered_with_poll_survives_a_kill_as_its_invoker_starts(tmp_path: Path) -> None:
+    """``["poll"]`` means the event was accepted: once its invoker is running, a crash must not lose it.
+
+    The invoker SIGKILLs its own process the moment it starts.
+    """
+    templates = runtime_flows.write_templates(tmp_path / "templates")
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(DYING_PROCESS), str(templates), store],
+        cwd=ROOT,
+        env=_env(tmp_path, **{runtime_flows.DIE_ON_ENTRY_ENV: "1"}),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    sid = done.stdout.strip().splitlines()[0]
 
     result = _run(tmp_path, RESUMING_PROCESS, str(templates), store, sid)
 
@@ -224,7 +253,7 @@ def test_event_answered_with_poll_survives_a_kill_once_the_invoker_runs(tmp_path
 
 def test_killed_run_is_not_reported_ready_with_an_event_it_would_refuse(tmp_path: Path) -> None:
     """Before anyone polls, the task state must not advertise an event the session refuses."""
-    templates, store, sid = _kill_mid_flight(tmp_path, wait_durable=True)
+    templates, store, sid = _kill_mid_flight(tmp_path)
     with runtime_flows.create_flow(templates, store) as flow:
         status = flow.get_task_state(runtime_flows.MODEL_KEY, sid)
         if status.ready:
@@ -239,6 +268,7 @@ def test_killed_run_is_not_reported_ready_with_an_event_it_would_refuse(tmp_path
             )
         else:
             assert status.next_actions == []
+            runtime_flows.gate("killme").release.set()  # the redone run answers at once here
             final = send(flow, runtime_flows.MODEL_KEY, sid, POLL)
             assert final.response == "You said: Answer: gate:killme"
 
