@@ -66,9 +66,7 @@ def measure(keep: int, turns: int = max(CHECKPOINTS), text: str = "alike") -> di
             sizes[turn] = flow.session_bytes("q_and_a", session_id)
     flow.close()
     rows = (
-        sqlite3.connect(db)
-        .execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (session_id,))
-        .fetchone()[0]
+        sqlite3.connect(db).execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (session_id,)).fetchone()[0]
     )
     return {
         "keep_checkpoints": keep,

@@ -96,12 +96,10 @@ def load_flow(spec: str, store: str | None = None) -> GenieFlow:
         target = getattr(target, part)
     if isinstance(target, GenieFlow):
         if store is not None:
-            if getattr(target, "_store", None) is not None:
-                raise UsageError(
-                    f"--store {store!r}: the flow {spec!r} has already opened its store "
-                    f"{target.store_url!r}; name a function that builds the flow instead"
-                )
-            target.store_url = store
+            try:
+                target.store_url = store
+            except GenieGraphError as exc:
+                raise UsageError(f"--store {store!r}: {exc}; or name a function that builds the flow") from exc
         return target
     if callable(target) and not isinstance(target, type):
         try:

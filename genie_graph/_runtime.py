@@ -155,7 +155,7 @@ class GenieFlow:
                 f"keep_checkpoints must be at least 1 (the latest resumes a session), got {keep_checkpoints}"
             )
         self.compat = compat or GenieCompat()
-        self.store_url = store or default_store_url(data_dir or default_data_dir())
+        self._store_url = store or default_store_url(data_dir or default_data_dir())
         self.keep_checkpoints = keep_checkpoints
         self._library = TemplateLibrary(template_root, strict_undefined=not self.compat.lenient_undefined)
         self._runner = CompositeRunner(self._library, InvokerRegistry(pool_size))
@@ -166,6 +166,20 @@ class GenieFlow:
         self._opening = asyncio.Lock()
         self._runs: dict[str, _Run] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @property
+    def store_url(self) -> str:
+        """The URL of the store sessions live in."""
+        return self._store_url
+
+    @store_url.setter
+    def store_url(self, url: str) -> None:
+        if self._store is not None:
+            raise GenieGraphError(
+                f"this GenieFlow already uses the store {self._store_url!r}; set store_url before the first "
+                "session, or make another GenieFlow"
+            )
+        self._store_url = url
 
     # ---- registration -------------------------------------------------------------------
     def register_template_directory(self, prefix: str, directory: str | Path) -> None:
@@ -216,7 +230,7 @@ class GenieFlow:
         if self._store is None:
             async with self._opening:  # one connection, however many callers arrive at once
                 if self._store is None:
-                    self._store = await open_store(self.store_url)
+                    self._store = await open_store(self._store_url)
         return self._store
 
     async def _graph(self, model_key: str) -> CompiledStateGraph[Any]:

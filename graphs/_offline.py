@@ -49,6 +49,4 @@ def answer(prompt: str) -> str:
         return extract_name(statement)
     if any(word in statement.lower().split() for word in _STOP_WORDS):
         return "**STOP**"
-    return (
-        f"You said: {statement!r}. (Offline answer: configure an OpenAI-compatible endpoint for real ones.)"
-    )
+    return f"You said: {statement!r}. (Offline answer: configure an OpenAI-compatible endpoint for real ones.)"

@@ -18,9 +18,9 @@ class QandACondMachine(GenieStateMachine):
         | user_enters_query.to(ai_creates_response, unless="user_says_stop")
         | user_enters_query.to(outro, cond="user_says_stop")
     )
-    ai_extraction = ai_creates_response.to(
-        user_enters_query, unless="user_wants_to_quit"
-    ) | ai_creates_response.to(outro, cond="user_wants_to_quit")
+    ai_extraction = ai_creates_response.to(user_enters_query, unless="user_wants_to_quit") | ai_creates_response.to(
+        outro, cond="user_wants_to_quit"
+    )
 
     # TEMPLATES
     templates = dict(

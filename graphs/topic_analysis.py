@@ -58,9 +58,7 @@ class TopicAnalysisMachine(GenieStateMachine):
 
 class TopicAnalysisModel(GenieModel):
     topic: str | None = Field(None, description="What the user asked to analyse")
-    aspects: list[str] = Field(
-        default_factory=list, description="The aspects to assess, one parallel task each"
-    )
+    aspects: list[str] = Field(default_factory=list, description="The aspects to assess, one parallel task each")
     analyses: list[str] = Field(default_factory=list, description="The reports written so far")
 
     @classmethod

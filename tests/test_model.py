@@ -527,7 +527,7 @@ def test_state_lookup_is_cached_per_class() -> None:
             return M
 
     for state in (100, 200, 100):
-        Counted(state=state).render_data
+        _ = Counted(state=state).render_data
     assert len(calls) == 1
 
 
