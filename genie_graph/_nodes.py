@@ -69,19 +69,21 @@ current_report: contextvars.ContextVar[EventReport | None] = contextvars.Context
     "genie_graph_event_report", default=None
 )
 """Set by the session runtime around a resumed run, to learn at once where the event went."""
-"""``configurable`` key: False starts a thread without rendering the intro (ephemeral sessions)."""
 
 
-def changed_fields(before: GenieModel, after: GenieModel) -> dict[str, Any]:
-    """The fields whose values differ, as JSON data: the update a node returns.
+def as_json(model: GenieModel) -> dict[str, Any]:
+    """The model's fields as JSON data: what the graph's channels hold.
 
     Channels hold plain JSON values, so any checkpointer stores them without a class
-    allow-list, and LangGraph validates them back into the model for the next node.
+    allow-list, and LangGraph validates them back into the model for the next node (a fresh
+    object each time, which a node may therefore change in place).
     """
-    changed = {name for name in type(after).model_fields if getattr(after, name) != getattr(before, name)}
-    if not changed:
-        return {}
-    return after.model_dump(mode="json", include=changed)
+    return model.model_dump(mode="json", include=set(type(model).model_fields))
+
+
+def changed_fields(before: Mapping[str, Any], after: GenieModel) -> dict[str, Any]:
+    """The update a node returns: the fields whose JSON differs from ``before``."""
+    return {name: value for name, value in as_json(after).items() if before.get(name) != value}
 
 
 def _waiting_payload(flow: CompiledFlow, model: GenieModel, state_id: str, error: str | None) -> dict[str, Any]:
@@ -99,18 +101,15 @@ class _BadResume(ValueError):
     """A resume value that is not ``{"event": ..., "event_input": ...}``."""
 
 
-def _refuse(
-    flow: CompiledFlow, state: GenieModel, state_id: str, refusal: EventNotAllowed, report: EventReport | None
-) -> Command[Any]:
+def _refuse(state_id: str, refusal: EventNotAllowed, report: EventReport | None) -> Command[Any]:
     """Wait again in a fresh run of this node, so the refused value is never replayed.
 
-    Plain LangGraph shows the refusal in ``task_error``; the session runtime rolls it back.
+    Only ``task_error`` changes (whatever a condition did to the model is dropped): plain
+    LangGraph shows the refusal there; the session runtime rolls the whole step back.
     """
     if report is not None:
         report.refuse(refusal)
-    retry = state.model_copy(deep=True)
-    retry.task_error = refusal.to_json()
-    return Command(update=changed_fields(state, retry), goto=state_id)
+    return Command(update={"task_error": refusal.to_json()}, goto=state_id)
 
 
 def _parse_resume(value: Any) -> tuple[str, str]:
@@ -155,12 +154,12 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
     is_initial = state_id == flow.initial
     is_final = state_id in flow.finals
 
-    async def user_node(state: GenieModel, config: RunnableConfig) -> Command[Any]:
-        model = state.model_copy(deep=True)
+    async def user_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
+        before = as_json(model)
         if is_initial and model.state is None:
             record = (config.get("configurable") or {}).get(RECORD_INTRO, True)
             await flow.enter_initial_state(model, record_intro=bool(record))
-            return Command(update=changed_fields(state, model), goto=state_id)
+            return Command(update=changed_fields(before, model), goto=state_id)
         if is_final:
             return Command(goto=END)
         resume = interrupt(_waiting_payload(flow, model, state_id, model.task_error))
@@ -169,20 +168,21 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
             event, text = _parse_resume(resume)
             await flow.send(model, event, text)
         except EventNotAllowed as refusal:
-            return _refuse(flow, state, state_id, refusal, report)
+            return _refuse(state_id, refusal, report)
         except _BadResume as bad:
-            return _refuse(flow, state, state_id, flow.refusal(model, "?", str(bad)), report)
+            return _refuse(state_id, flow.refusal(model, "?", str(bad)), report)
         target = flow.state_of(model)
         if flow.kinds[target] is StateKind.INVOKER:  # counted before the run starts, as Genie Flow does
             current_progress.get().begin(target, flow.runner.count(flow.templates[target]) + 1)
         if report is not None:
             report.accept(target)
-        return Command(update=changed_fields(state, model), goto=_goto(flow, model))
+        return Command(update=changed_fields(before, model), goto=_goto(flow, model))
 
-    async def invoker_node(state: GenieModel, config: RunnableConfig) -> Command[Any]:
-        model = state.model_copy(deep=True)
+    async def invoker_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
+        before = as_json(model)
         if is_initial and model.state is None:
             await flow.enter_initial_state(model, record_intro=False)
+        source_value = model.state
         template = flow.templates[state_id]
         progress = current_progress.get()
         progress.begin(state_id, flow.runner.count(template) + 1)
@@ -198,10 +198,10 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
         try:
             await flow.send(model, event, output)
         except EventNotAllowed as refusal:
-            if failure is None:
-                failure = refusal
-            # No transition takes the output: the session stays in this state with the error.
-            model = state.model_copy(deep=True)
+            # No transition takes the output: the session stays in this state with the error,
+            # and without whatever the failed conditions did to the model.
+            failure = failure or refusal
+            model = type(model).model_validate(before)
         progress.add_done()
         if failure is not None:
             model.task_error = json.dumps(
@@ -211,11 +211,11 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
                     "exception": f"{type(failure).__name__}: {failure}",
                 }
             )
-            if model.state == state.state:
-                return Command(update=changed_fields(state, model), goto=END)
-        return Command(update=changed_fields(state, model), goto=_goto(flow, model))
+            if model.state == source_value:
+                return Command(update=changed_fields(before, model), goto=END)
+        return Command(update=changed_fields(before, model), goto=_goto(flow, model))
 
-    async def final_node(state: GenieModel, config: RunnableConfig) -> Command[Any]:
+    async def final_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
         return Command(goto=END)
 
     if is_final and kind is StateKind.USER:
