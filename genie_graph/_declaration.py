@@ -74,7 +74,7 @@ class _GenieMachineMeta(StateMachineMetaclass):
 
     def __init__(cls, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> None:
         try:
-            super().__init__(name, bases, attrs, **kwargs)
+            super().__init__(name, bases, attrs, **kwargs)  # type: ignore[arg-type]
         except InvalidDefinition as exc:
             raise FlowDefinitionError(
                 f"{attrs.get('__module__', '?')}.{name}",

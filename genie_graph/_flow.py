@@ -68,7 +68,7 @@ class _TransitionRecorder:
         self._flow = flow
 
     def before_transition(self, event_data: EventData, source: State, target: State) -> None:
-        model: GenieModel = event_data.machine.model
+        model: GenieModel = event_data.machine.model  # type: ignore[assignment]
         source_kind = self._flow.kinds[source.id]
         target_kind = self._flow.kinds[target.id]
         model.source_type = source_kind
@@ -79,7 +79,7 @@ class _TransitionRecorder:
         model.task_error = None
 
     def after_transition(self, event_data: EventData, target: State) -> None:
-        model: GenieModel = event_data.machine.model
+        model: GenieModel = event_data.machine.model  # type: ignore[assignment]
         persistence = model.dialogue_persistence
         if persistence is DialoguePersistence.RAW:
             model.record_dialogue_element()
@@ -160,7 +160,7 @@ class CompiledFlow:
         """
         machine = self.machine(model)  # a sync machine built on state None enters the initial state
         if model.state is None:  # an async one (async hooks) waits to be activated
-            activation = machine.activate_initial_state()
+            activation = machine.activate_initial_state()  # type: ignore[no-untyped-call]
             if inspect.isawaitable(activation):
                 await activation
         if record_intro:
@@ -341,7 +341,7 @@ def compile_flow(
             fix=f"Known states: {', '.join(ids)}",
         )
 
-    events = [str(e) for e in machine_class.events]
+    events = [str(e) for e in machine_class.events]  # type: ignore[attr-defined]
     for attr in dir(machine_class):
         match = _HOOK_PATTERN.match(attr)
         if not match or attr in _GENERIC_HOOKS or not callable(getattr(machine_class, attr, None)):
@@ -389,7 +389,7 @@ def compile_flow(
     frontier = [initials[0]]
     by_id = {s.id: s for s in states}
     while frontier:
-        for transition in by_id[frontier.pop()].transitions:
+        for transition in by_id[frontier.pop()].transitions:  # type: ignore[attr-defined]
             if transition.target.id not in reachable:
                 reachable.add(transition.target.id)
                 frontier.append(transition.target.id)
@@ -402,7 +402,7 @@ def compile_flow(
     targets: dict[str, dict[str, list[str]]] = {}
     for state in states:
         per_target = targets.setdefault(state.id, {})
-        for transition in state.transitions:
+        for transition in state.transitions:  # type: ignore[attr-defined]
             per_target.setdefault(transition.target.id, []).append(_label(transition))
 
     flow = CompiledFlow(

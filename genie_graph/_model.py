@@ -232,7 +232,8 @@ class VersionedModel(BaseModel):
         """
         extra = cls.model_config.get("json_schema_extra")
         if isinstance(extra, Mapping):
-            return int(extra.get("schema_version", 0))
+            version = extra.get("schema_version", 0)
+            return int(version) if isinstance(version, int | str | float) else 0
         return 0
 
     def serialize(

@@ -19,7 +19,7 @@ import contextvars
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,18 +125,22 @@ def _goto(flow: CompiledFlow, model: GenieModel) -> str:
     return flow.state_of(model)
 
 
-def _run_blocking(afunc: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+def _run_blocking(afunc: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
     """Run an async node from LangGraph's sync API, also inside a thread with a running loop."""
     context = contextvars.copy_context()
+
+    def run() -> Any:
+        return asyncio.run(afunc(*args))
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return context.run(asyncio.run, afunc(*args))
+        return context.run(run)
     outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            outcome["value"] = context.run(asyncio.run, afunc(*args))
+            outcome["value"] = context.run(run)
         except BaseException as exc:  # re-raised in the caller's thread, GraphInterrupt included
             outcome["error"] = exc
 
@@ -219,7 +223,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
         return Command(goto=END)
 
     if is_final and kind is StateKind.USER:
-        afunc: Callable[..., Awaitable[Command[Any]]] = final_node if not is_initial else user_node
+        afunc: Callable[..., Coroutine[Any, Any, Command[Any]]] = final_node if not is_initial else user_node
     elif kind is StateKind.INVOKER:
         afunc = invoker_node
     else:

@@ -487,7 +487,7 @@ class GenieFlow:
                 raise flow.refusal(model, event.event)
             mark = await (await self._open_store()).mark(session_id)
             report = EventReport()
-            command = Command(resume={"event": event.event, "event_input": event.event_input})
+            command: Command[Any] = Command(resume={"event": event.event, "event_input": event.event_input})
             run = self._start_run(model_key, session_id, command, report, mark)
             await report.decided.wait()
             if report.accepted and flow.kinds[report.target] is StateKind.INVOKER:  # type: ignore[index]

@@ -92,8 +92,8 @@ def build_invoker(config: Mapping[str, Any]) -> GenieInvoker:
     invoker = cls.from_config(params)
     if not hasattr(invoker, "ainvoke"):
         # A Genie Flow invoker that does not inherit our base: give it the async twin.
-        invoker.ainvoke = lambda content, _inv=invoker: GenieInvoker.ainvoke(_inv, content)
-    return invoker  # type: ignore[no-any-return]
+        invoker.ainvoke = lambda content, _inv=invoker: GenieInvoker.ainvoke(_inv, content)  # type: ignore[method-assign]
+    return invoker
 
 
 @dataclass(frozen=True)

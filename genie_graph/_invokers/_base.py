@@ -40,5 +40,5 @@ class GenieInvoker(ABC):
     async def ainvoke(self, content: str) -> str:
         """Async twin of :meth:`invoke`; a blocking ``invoke`` runs in a worker thread."""
         if inspect.iscoroutinefunction(self.invoke):
-            return await self.invoke(content)  # type: ignore[no-any-return, misc]
+            return await self.invoke(content)  # type: ignore[no-any-return]
         return await asyncio.to_thread(self.invoke, content)
