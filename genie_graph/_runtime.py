@@ -269,9 +269,9 @@ class GenieFlow:
         run = self._runs.get(session_id)
         return run if run is not None and run.task is not None and not run.task.done() else None
 
-    async def _settle(self, model_key: str, session_id: str) -> None:
-        store = await self._open_store()
-        await store.prune(session_id, self.keep_checkpoints)
+    async def _settle(self, session_id: str) -> None:
+        """After a run: keep only the latest checkpoints of the session."""
+        await (await self._open_store()).prune(session_id, self.keep_checkpoints)
 
     def _start_run(
         self,
@@ -305,11 +305,10 @@ class GenieFlow:
             finally:
                 current_progress.reset(progress_token)
                 current_report.reset(report_token)
-                store = await self._open_store()
                 if undo and mark is not None:
-                    await store.rollback(session_id, mark)
+                    await (await self._open_store()).rollback(session_id, mark)
                 else:
-                    await store.prune(session_id, self.keep_checkpoints)
+                    await self._settle(session_id)
                 if run.error is None or undo:
                     self._runs.pop(session_id, None)
                 if report is not None and not report.decided.is_set():
@@ -345,8 +344,12 @@ class GenieFlow:
                 user_info if isinstance(user_info, User) else User.model_validate(user_info)
             )
         config = self._config(model_key, session_id, **{RECORD_INTRO: record_intro})
-        await graph.ainvoke(model.model_dump(mode="json"), config, durability="sync")
-        await self._settle(model_key, session_id)
+        try:
+            await graph.ainvoke(model.model_dump(mode="json"), config, durability="sync")
+        except BaseException:
+            await (await self._open_store()).delete(session_id)  # no half-made session is left behind
+            raise
+        await self._settle(session_id)
         return (await self._snapshot(model_key, session_id))[1]
 
     async def _create_new_session(
