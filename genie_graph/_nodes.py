@@ -47,6 +47,8 @@ class EventReport:
     """What the user node tells the session runtime about the event it was resumed with."""
 
     decided: asyncio.Event = field(default_factory=asyncio.Event)
+    durable: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the accepted transition's checkpoint is saved (the next node has started)."""
     target: str | None = None
     refusal: EventNotAllowed | None = None
 
@@ -63,6 +65,11 @@ class EventReport:
         if not self.decided.is_set():
             self.refusal = refusal
             self.decided.set()
+
+    def settle(self) -> None:
+        """The run is over (or the accepted transition is durable): release every waiter."""
+        self.decided.set()
+        self.durable.set()
 
 
 current_report: contextvars.ContextVar[EventReport | None] = contextvars.ContextVar(
@@ -101,7 +108,22 @@ class _BadResume(ValueError):
     """A resume value that is not ``{"event": ..., "event_input": ...}``."""
 
 
-def _refuse(state_id: str, refusal: EventNotAllowed, report: EventReport | None) -> Command[Any]:
+_WAITING = "waiting_for_event"
+"""Key of a ``task_error`` JSON that leaves an invoker state waiting for an event by hand."""
+
+
+def _invoker_is_waiting(model: GenieModel, state_id: str) -> bool:
+    """Whether a failed invoker state waits for an event instead of running again."""
+    if not model.task_error:
+        return False
+    try:
+        error = json.loads(model.task_error)
+    except ValueError:
+        return False
+    return isinstance(error, dict) and error.get(_WAITING) is True and error.get("state") == state_id
+
+
+def _refuse(state_id: str, refusal: EventNotAllowed, report: EventReport | None, error: str | None) -> Command[Any]:
     """Wait again in a fresh run of this node, so the refused value is never replayed.
 
     Only ``task_error`` changes (whatever a condition did to the model is dropped): plain
@@ -109,7 +131,36 @@ def _refuse(state_id: str, refusal: EventNotAllowed, report: EventReport | None)
     """
     if report is not None:
         report.refuse(refusal)
+    if error is not None:  # an invoker state waiting by hand keeps its failure, with the refusal inside
+        waiting = json.loads(error)
+        waiting["refused"] = json.loads(refusal.to_json())
+        return Command(update={"task_error": json.dumps(waiting)}, goto=state_id)
     return Command(update={"task_error": refusal.to_json()}, goto=state_id)
+
+
+async def _await_event(
+    flow: CompiledFlow, model: GenieModel, state_id: str, before: Mapping[str, Any], waiting_error: str | None = None
+) -> Command[Any]:
+    """Interrupt until an event arrives, then run the transition it takes.
+
+    Nothing happens before ``interrupt()``: LangGraph re-runs the node from the top when it is
+    resumed, and each hook must run once.
+    """
+    resume = interrupt(_waiting_payload(flow, model, state_id, model.task_error))
+    report = current_report.get()
+    try:
+        event, text = _parse_resume(resume)
+        await flow.send(model, event, text)
+    except EventNotAllowed as refusal:
+        return _refuse(state_id, refusal, report, waiting_error)
+    except _BadResume as bad:
+        return _refuse(state_id, flow.refusal(model, "?", str(bad)), report, waiting_error)
+    target = flow.state_of(model)
+    if flow.kinds[target] is StateKind.INVOKER:  # counted before the run starts, as Genie Flow does
+        current_progress.get().begin(target, flow.runner.count(flow.templates[target]) + 1)
+    if report is not None:
+        report.accept(target)
+    return Command(update=changed_fields(before, model), goto=_goto(flow, model))
 
 
 def _parse_resume(value: Any) -> tuple[str, str]:
@@ -166,27 +217,17 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
             return Command(update=changed_fields(before, model), goto=state_id)
         if is_final:
             return Command(goto=END)
-        resume = interrupt(_waiting_payload(flow, model, state_id, model.task_error))
-        report = current_report.get()
-        try:
-            event, text = _parse_resume(resume)
-            await flow.send(model, event, text)
-        except EventNotAllowed as refusal:
-            return _refuse(state_id, refusal, report)
-        except _BadResume as bad:
-            return _refuse(state_id, flow.refusal(model, "?", str(bad)), report)
-        target = flow.state_of(model)
-        if flow.kinds[target] is StateKind.INVOKER:  # counted before the run starts, as Genie Flow does
-            current_progress.get().begin(target, flow.runner.count(flow.templates[target]) + 1)
-        if report is not None:
-            report.accept(target)
-        return Command(update=changed_fields(before, model), goto=_goto(flow, model))
+        return await _await_event(flow, model, state_id, before)
 
     async def invoker_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
         before = as_json(model)
+        report = current_report.get()
+        if report is not None:
+            report.durable.set()  # this node runs after the accepted transition was saved
+        if _invoker_is_waiting(model, state_id):
+            return await _await_event(flow, model, state_id, before, model.task_error)
         if is_initial and model.state is None:
             await flow.enter_initial_state(model, record_intro=False)
-        source_value = model.state
         template = flow.templates[state_id]
         progress = current_progress.get()
         progress.begin(state_id, flow.runner.count(template) + 1)
@@ -199,25 +240,27 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
         except Exception as exc:  # an invoker's failure is kept on the session, not raised
             logger.warning("invoker state %s of session %s failed: %s", state_id, model.session_id, exc)
             failure, output = exc, ""
+        # As Genie Flow does, the completion event is sent also after a failure (with ""), so a
+        # front end finds the session where it expects it. Should that transition fail too
+        # (no condition passes, a hook raises), the state waits for an event sent by hand.
+        stuck: Exception | None = None
         try:
             await flow.send(model, event, output)
-        except EventNotAllowed as refusal:
-            # No transition takes the output: the session stays in this state with the error,
-            # and without whatever the failed conditions did to the model.
-            failure = failure or refusal
+        except Exception as exc:
+            logger.warning("completion event %s of state %s failed: %s", event, state_id, exc)
+            stuck = exc
             model = type(model).model_validate(before)
         progress.add_done()
+        if failure is None and stuck is None:
+            return Command(update=changed_fields(before, model), goto=_goto(flow, model))
+        error: dict[str, Any] = {"session_id": model.session_id, "state": state_id}
         if failure is not None:
-            model.task_error = json.dumps(
-                {
-                    "session_id": model.session_id,
-                    "state": state_id,
-                    "exception": f"{type(failure).__name__}: {failure}",
-                }
-            )
-            if model.state == source_value:
-                return Command(update=changed_fields(before, model), goto=END)
-        return Command(update=changed_fields(before, model), goto=_goto(flow, model))
+            error["exception"] = f"{type(failure).__name__}: {failure}"
+        if stuck is not None:
+            error["transition_error"] = f"{type(stuck).__name__}: {stuck}"
+            error[_WAITING] = True
+        model.task_error = json.dumps(error)
+        return Command(update=changed_fields(before, model), goto=state_id if stuck else _goto(flow, model))
 
     async def final_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
         return Command(goto=END)

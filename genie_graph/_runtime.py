@@ -11,6 +11,7 @@ servers and notebooks alike.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
@@ -113,6 +114,13 @@ class _LoopThread:
             self.loop.close()
 
 
+def _close_at_exit(reference: weakref.ref[GenieFlow]) -> None:
+    """Let background runs finish when a script ends without ``close()``."""
+    flow = reference()
+    if flow is not None:
+        flow.close()
+
+
 @dataclass
 class _Registered:
     flow: CompiledFlow
@@ -166,6 +174,7 @@ class GenieFlow:
         self._opening = asyncio.Lock()
         self._runs: dict[str, _Run] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     @property
     def store_url(self) -> str:
@@ -311,8 +320,8 @@ class GenieFlow:
                     await self._settle(session_id)
                 if run.error is None or undo:
                     self._runs.pop(session_id, None)
-                if report is not None and not report.decided.is_set():
-                    report.decided.set()
+                if report is not None:
+                    report.settle()
 
         self._runs[session_id] = run
         run.task = asyncio.get_running_loop().create_task(execute())
@@ -494,13 +503,19 @@ class GenieFlow:
             run = self._start_run(model_key, session_id, command, report, mark)
             await report.decided.wait()
             if report.accepted and flow.kinds[report.target] is StateKind.INVOKER:  # type: ignore[index]
+                await report.durable.wait()  # answer "poll" only once the transition survives a restart
                 return AIResponse(session_id=session_id, next_actions=[POLL])
             assert run.task is not None
             await asyncio.shield(run.task)
             if report.refusal is not None:
                 raise report.refusal
             if not report.accepted:
-                raise EventFailed(session_id, event.event, run.error or "the run ended before the transition")
+                raise EventFailed(
+                    session_id,
+                    event.event,
+                    run.error or "the run ended before the transition",
+                    flow.next_actions(state_id),
+                )
             if run.error is not None:
                 self._runs.pop(session_id, None)
                 return AIResponse(session_id=session_id, error=run.error, next_actions=[])
@@ -516,7 +531,7 @@ class GenieFlow:
         except SessionBusy as busy:
             return AIResponse(session_id=event.session_id, error=str(busy), next_actions=[POLL])
         except EventFailed as failed:
-            return AIResponse(session_id=event.session_id, error=str(failed), next_actions=[])
+            return AIResponse(session_id=event.session_id, error=str(failed), next_actions=failed.allowed)
 
     def process_event(self, model_key: str, event: EventInput) -> AIResponse:
         """Send an event (or ``poll``) to a session.
@@ -538,8 +553,21 @@ class GenieFlow:
         """Async twin of :meth:`process_event`."""
         return await self._async(self._process_event(model_key, event))
 
+    def send_event(self, model_key: str, event: EventInput) -> AIResponse:
+        """Like :meth:`process_event`, but a refused event raises instead of answering an error.
+
+        Raises:
+            EventNotAllowed: the current state does not take the event, or its conditions fail.
+            SessionBusy: a background run is in flight.
+            EventFailed: a hook or template failed; the session is unchanged.
+            UnknownModelKey, UnknownSession: the key or session does not exist.
+        """
+        if event.event == POLL:
+            return self.process_event(model_key, event)
+        return self._sync(self._send(model_key, event))
+
     async def asend_event(self, model_key: str, event: EventInput) -> AIResponse:
-        """Like :meth:`aprocess_event`, but a refusal raises ``EventNotAllowed`` or ``SessionBusy``."""
+        """Async twin of :meth:`send_event`."""
         if event.event == POLL:
             return await self.aprocess_event(model_key, event)
         return await self._async(self._send(model_key, event))

@@ -166,20 +166,22 @@ class SessionBusy(GenieGraphError):
 
 
 class EventFailed(GenieGraphError):
-    """A hook or condition raised while the event was processed; the session was rolled back.
+    """A hook, condition or template raised while the event was processed; the session was rolled back.
 
     Attributes:
         session_id: the session the event was sent to.
         received: the event.
+        allowed: the events the (unchanged) current state accepts.
     """
 
-    def __init__(self, session_id: str, received: str, cause: BaseException | str) -> None:
+    def __init__(self, session_id: str, received: str, cause: BaseException | str, allowed: Sequence[str] = ()) -> None:
         self.session_id = session_id
         self.received = received
+        self.allowed = list(allowed)
         reason = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
         super().__init__(
             f"event {received!r} failed in session {session_id!r}: {reason}. "
-            "The session is unchanged; fix the hook or send another event."
+            "The session is unchanged; fix the hook or template, or send another event."
         )
 
 
