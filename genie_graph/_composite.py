@@ -21,7 +21,7 @@ import jmespath
 from ._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTemplate
 from ._invokers import InvokerRegistry
 from ._templates import TemplateLibrary
-from .errors import FlowDefinitionError, InvokerError
+from .errors import FlowDefinitionError, InvokerConfigError, InvokerError
 
 
 class ProgressSink(Protocol):
@@ -112,7 +112,13 @@ class CompositeRunner:
             self.library.check(template)
             config = self.library.config_of(template)
             if config.invoker is not None:
-                self.invokers.check(config.invoker)
+                try:
+                    self.invokers.check(config.invoker)
+                except InvokerConfigError as exc:
+                    raise InvokerConfigError(
+                        f"state {state_id!r}, template {template!r}: the invoker: of {config.directory} "
+                        f"(or its parents' meta.yaml) is wrong: {exc}"
+                    ) from exc
         elif isinstance(template, list):
             if not template:
                 raise FlowDefinitionError(flow, "an empty list is not a template", [state_id])

@@ -89,10 +89,9 @@ class _TransitionRecorder:
             if user_to_user and not compat.user_to_user_rendered_as_user and model.actor_input:
                 model.add_dialogue_element(Actor.USER, model.actor_input)
             model.actor_input = self._flow.render(target.id, model)
-            actor = model.actor
             if user_to_user and not compat.user_to_user_rendered_as_user:
-                actor = Actor.ASSISTANT
-            model.add_dialogue_element(actor or Actor.ASSISTANT, model.actor_input)
+                model.actor = Actor.ASSISTANT  # actor_input now holds the assistant's text
+            model.add_dialogue_element(model.actor or Actor.ASSISTANT, model.actor_input)
 
 
 @dataclass

@@ -137,6 +137,12 @@ class TemplateLibrary:
                 raise InvokerConfigError(f"{meta_path}: not valid YAML ({exc}); fix the file") from exc
             if not isinstance(meta, dict):
                 raise InvokerConfigError(f"{meta_path}: must be a mapping with 'invoker:' or 'renderer:'")
+            unknown = sorted(set(meta) - {"invoker", "renderer"})
+            if unknown:
+                raise InvokerConfigError(
+                    f"{meta_path}: unknown key(s) {', '.join(map(str, unknown))}; a meta.yaml declares "
+                    "either 'invoker:' or 'renderer:'"
+                )
             if "invoker" in meta and "renderer" in meta:
                 raise InvokerConfigError(f"{meta_path}: declares both 'invoker:' and 'renderer:'; keep exactly one")
             # A level that names one kind replaces the other kind it inherited.

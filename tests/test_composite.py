@@ -491,7 +491,7 @@ def test_failure_without_on_error_is_reported_on_the_session(genie: GenieFlow) -
     assert "boom" in answer.error
 
 
-@pytest.mark.parametrize("retry", ["3", "{attempts: 3, backoff_seconds: 0}"])
+@pytest.mark.parametrize("retry", ["3", "{retries: 3, backoff_seconds: 0}", "{attempts: 4}"])
 def test_retry_until_a_flaky_invoker_succeeds(
     genie: GenieFlow, tree: Path, retry: str, request: pytest.FixtureRequest
 ) -> None:

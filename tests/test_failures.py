@@ -152,7 +152,9 @@ def test_an_event_answered_poll_survives_the_script_ending_at_once(tmp_path: Pat
         """
     )
     env = {**os.environ, "GENIE_GRAPH_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     sid = done.stdout.strip().splitlines()[-1]
 

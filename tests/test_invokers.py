@@ -265,7 +265,10 @@ def test_pool_size_must_be_positive() -> None:
 def test_retry_policy_parsing() -> None:
     assert RetryPolicy.parse(None) == RetryPolicy(0, 0.0)
     assert RetryPolicy.parse(3) == RetryPolicy(3, 0.0)
-    assert RetryPolicy.parse({"attempts": 2, "backoff_seconds": 0.5}) == RetryPolicy(2, 0.5)
+    assert RetryPolicy.parse({"retries": 2, "backoff_seconds": 0.5}) == RetryPolicy(2, 0.5)
+    assert RetryPolicy.parse({"attempts": 3}) == RetryPolicy(2, 0.0)  # three calls in all
+    with pytest.raises(InvokerConfigError, match="retries"):
+        RetryPolicy.parse({"attempts": "many"})
     with pytest.raises(InvokerConfigError):
         RetryPolicy.parse("often")
     with pytest.raises(InvokerConfigError):

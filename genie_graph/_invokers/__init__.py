@@ -74,25 +74,42 @@ def effective_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**inherited, **offline}
 
 
+_BUILTINS = ("echo", "openai", "python")
+
+
+def _invoker_class(config: Mapping[str, Any]) -> Any:
+    """The class ``type:`` names: a built-in, or a class with ``from_config`` by its dotted path."""
+    type_name = config.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise InvokerConfigError(
+            f"invoker mapping {dict(config)!r} needs 'type:' ({', '.join(_BUILTINS)}, or package.module.Class)"
+        )
+    builtin = _builtin(type_name)
+    if builtin is not None:
+        return builtin
+    if "." not in type_name and ":" not in type_name:
+        raise InvokerConfigError(
+            f"unknown invoker type {type_name!r}; use one of {', '.join(_BUILTINS)}, "
+            "or the dotted path of a class with from_config(config) and invoke(content)"
+        )
+    cls = import_object(type_name)
+    if not hasattr(cls, "from_config"):
+        raise InvokerConfigError(f"invoker type {type_name!r} has no from_config(config) classmethod")
+    return cls
+
+
 def build_invoker(config: Mapping[str, Any]) -> GenieInvoker:
     """Build one invoker from an ``invoker:`` mapping.
 
     Raises:
         InvokerConfigError: unknown ``type:``, or the class has no ``from_config``.
     """
-    type_name = config.get("type")
-    if not isinstance(type_name, str) or not type_name:
-        raise InvokerConfigError(
-            f"invoker mapping {dict(config)!r} needs 'type:' (echo, openai, python, or package.module.Class)"
-        )
-    cls = _builtin(type_name) or import_object(type_name)
-    if not hasattr(cls, "from_config"):
-        raise InvokerConfigError(f"invoker type {type_name!r} has no from_config(config) classmethod")
+    cls = _invoker_class(config)
     params = {k: v for k, v in config.items() if k not in _RESERVED_KEYS}
-    invoker = cls.from_config(params)
+    invoker: GenieInvoker = cls.from_config(params)
     if not hasattr(invoker, "ainvoke"):
         # A Genie Flow invoker that does not inherit our base: give it the async twin.
-        invoker.ainvoke = lambda content, _inv=invoker: GenieInvoker.ainvoke(_inv, content)  # type: ignore[method-assign]
+        invoker.ainvoke = lambda content, _inv=invoker: GenieInvoker.ainvoke(_inv, content)  # type: ignore[method-assign, misc]
     return invoker
 
 
@@ -100,24 +117,32 @@ def build_invoker(config: Mapping[str, Any]) -> GenieInvoker:
 class RetryPolicy:
     """How often a failed invocation is tried again, and how long to wait in between.
 
-    ``retry: 2`` or ``retry: {attempts: 2, backoff_seconds: 0.5}`` in meta.yaml.
+    In meta.yaml: ``retry: 2`` (two retries: at most three calls), or
+    ``retry: {retries: 2, backoff_seconds: 0.5}``, or ``retry: {attempts: 3}`` (three calls in all).
+    The wait doubles after each retry.
     """
 
     attempts: int = 0
+    """Retries after the first call."""
     backoff_seconds: float = 0.0
 
     @classmethod
     def parse(cls, value: Any) -> RetryPolicy:
         if value is None:
             return cls()
-        if isinstance(value, bool) or not isinstance(value, int | Mapping):
-            raise InvokerConfigError(f"'retry:' must be a count or {{attempts, backoff_seconds}}, got {value!r}")
-        if isinstance(value, int):
-            return cls(attempts=max(0, value))
-        return cls(
-            attempts=int(value.get("attempts", value.get("max_attempts", 0))),
-            backoff_seconds=float(value.get("backoff_seconds", value.get("backoff", 0.0))),
-        )
+        shape = "a number of retries, or {retries: N, backoff_seconds: S}, or {attempts: N}"
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | Mapping):
+                raise TypeError
+            if isinstance(value, int):
+                return cls(attempts=max(0, value))
+            unknown = set(value) - {"retries", "attempts", "backoff_seconds"}
+            if unknown:
+                raise TypeError
+            retries = int(value["retries"]) if "retries" in value else int(value.get("attempts", 1)) - 1
+            return cls(attempts=max(0, retries), backoff_seconds=float(value.get("backoff_seconds", 0.0)))
+        except (TypeError, ValueError):
+            raise InvokerConfigError(f"'retry:' must be {shape}; got {value!r}") from None
 
 
 class InvokerPool:
@@ -199,13 +224,22 @@ class InvokerRegistry:
             return pool
 
     def check(self, config: Mapping[str, Any]) -> None:
-        """Validate ``config`` at build time: the type must resolve. Builds nothing."""
+        """Validate ``config`` at build time: type, keys, ``retry`` and a python ``callable``.
+
+        Builds no invoker (``from_config`` runs on first use), so no client is made at start-up.
+        """
         effective = effective_config(config)
-        type_name = effective.get("type")
-        if not isinstance(type_name, str) or not type_name:
-            raise InvokerConfigError(f"invoker mapping {dict(effective)!r} needs 'type:'")
-        if _builtin(type_name) is None:
-            cls = import_object(type_name)
-            if not hasattr(cls, "from_config"):
-                raise InvokerConfigError(f"invoker type {type_name!r} has no from_config(config) classmethod")
+        cls = _invoker_class(effective)
         RetryPolicy.parse(effective.get("retry"))
+        known = getattr(cls, "config_keys", None)
+        if known is not None:
+            unknown = sorted(set(effective) - _RESERVED_KEYS - known)
+            if unknown:
+                raise InvokerConfigError(
+                    f"invoker type {effective['type']!r} takes no key(s) {', '.join(unknown)}; "
+                    f"its keys: {', '.join(sorted(known | _RESERVED_KEYS))}"
+                )
+        if effective["type"] == "python":
+            from .python import PythonInvoker
+
+            PythonInvoker.from_config({k: v for k, v in effective.items() if k not in _RESERVED_KEYS})

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 
 class GenieInvoker(ABC):
@@ -27,6 +27,9 @@ class GenieInvoker(ABC):
         ...     def invoke(self, content: str) -> str:
         ...         return content.upper()
     """
+
+    config_keys: ClassVar[frozenset[str] | None] = None
+    """The ``invoker:`` keys ``from_config`` reads; when set, others are refused at build time."""
 
     @classmethod
     @abstractmethod

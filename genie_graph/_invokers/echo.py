@@ -17,6 +17,8 @@ class EchoInvoker(GenieInvoker):
           prefix: "Echo: "
     """
 
+    config_keys = frozenset({"prefix", "suffix", "strip"})
+
     def __init__(self, prefix: str = "", suffix: str = "", strip: bool = True) -> None:
         self.prefix = prefix
         self.suffix = suffix

@@ -133,6 +133,8 @@ class OpenAIInvoker(GenieInvoker):
         max_retries: How often the client retries a failed request.
     """
 
+    config_keys = frozenset({"model", "base_url", "temperature", "api_key_env", "timeout", "max_retries"})
+
     def __init__(
         self,
         *,

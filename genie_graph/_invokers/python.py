@@ -29,6 +29,8 @@ class PythonInvoker(GenieInvoker):
           callable: "my_package.my_module:classify"
     """
 
+    config_keys = frozenset({"callable"})
+
     def __init__(self, target: Any) -> None:
         self.target = target
 
