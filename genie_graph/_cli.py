@@ -207,13 +207,16 @@ def _describe_error(error: str) -> str:
 
 
 class _Chat:
-    def __init__(self, flow: GenieFlow, model_key: str, stdin: TextIO, out: TextIO, err: TextIO) -> None:
+    def __init__(
+        self, flow: GenieFlow, model_key: str, stdin: TextIO, out: TextIO, err: TextIO, session_id: str | None = None
+    ) -> None:
         self.flow = flow
         self.key = model_key
         self.stdin = stdin
         self.out = out
         self.err = err
-        self.session_id = ""
+        self.resume = session_id
+        self.session_id = session_id or ""
         self.actions: list[str] = []
         self.interactive = stdin.isatty()
 
@@ -327,9 +330,16 @@ class _Chat:
         return None
 
     def run(self) -> int:
-        start = self.flow.create_new_session(self.key)
-        self.session_id = start.session_id
-        print(f"session {self.session_id} ({self.key})", file=self.err)
+        if self.resume:  # the latest response of a session kept in the store
+            start = self.flow.process_event(self.key, EventInput(session_id=self.resume, event=POLL, event_input=""))
+            print(f"resumed session {self.session_id} ({self.key})", file=self.err)
+        else:
+            start = self.flow.create_new_session(self.key)
+            self.session_id = start.session_id
+            print(
+                f"session {self.session_id} ({self.key}); continue it later with --session {self.session_id}",
+                file=self.err,
+            )
         self.err.flush()
         if self.report(start):
             return 0
@@ -356,7 +366,7 @@ def cmd_chat(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         except ImportError:  # pragma: no cover - not on every platform
             pass
     try:
-        return _Chat(flow, args.model_key, sys.stdin, out, sys.stderr).run()
+        return _Chat(flow, args.model_key, sys.stdin, out, sys.stderr, args.session).run()
     except KeyboardInterrupt:
         print(file=out)
         return 130
@@ -393,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="talk to a model key in the terminal (/help inside for commands)")
     chat.add_argument("model_key")
+    chat.add_argument("--session", metavar="ID", help="continue a session kept in the store instead of starting one")
     chat.set_defaults(handler=cmd_chat)
     return parser
 

@@ -244,3 +244,17 @@ def test_store_from_environment_and_a_factory_flow(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert assistant_lines(result.stdout)[-1] == "Echo: hi"
     assert database.is_file()
+
+
+def test_chat_continues_a_session_in_a_later_process(tmp_path: Path) -> None:
+    """The default store keeps sessions: a second `chat --session ID` picks up where the first ended."""
+    first = run_cli("chat", "q_and_a", stdin="first question\n/quit\n", tmp_path=tmp_path, flow=None)
+    assert first.returncode == 0, first.stderr
+    session_id = first.stderr.split("session ", 1)[1].split()[0]
+    second = run_cli(
+        "chat", "q_and_a", "--session", session_id, stdin="second question\n/quit\n", tmp_path=tmp_path, flow=None
+    )
+    assert second.returncode == 0, second.stderr
+    assert f"resumed session {session_id}" in second.stderr
+    assert "first question" in second.stdout  # the latest answer is shown again
+    assert "second question" in second.stdout
