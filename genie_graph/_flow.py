@@ -8,6 +8,7 @@ dialogue recording, and renders user-facing templates.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 from collections.abc import Mapping
@@ -229,6 +230,12 @@ class CompiledFlow:
         return self._refusal(model, self.state_of(model), event, reason)
 
     def _refusal(self, model: GenieModel, state_id: str, event: str, reason: str = "") -> EventNotAllowed:
+        known = {e for events in self.events_out.values() for e in events}
+        if not reason and event not in known:
+            reason = f"unknown event {event!r}; this flow's events are {', '.join(sorted(known))}"
+            close = difflib.get_close_matches(event, self.events_out[state_id], n=1)
+            if close:
+                reason += f" (did you mean {close[0]!r}?)"
         return EventNotAllowed(
             session_id=model.session_id,
             state=state_id,
@@ -422,7 +429,14 @@ def compile_flow(
     try:  # resolves every cond/unless name and expression, as python-statemachine does per instance
         flow.machine_class(model_class.model_construct(state=by_id[initials[0]].value), listeners=[])
     except InvalidDefinition as exc:
-        raise FlowDefinitionError(name, str(exc), fix="Define the named method on the machine or the model") from exc
+        fix = "Define the named method on the machine or the model"
+        unresolved = re.search(r"name '([^']+)'", str(exc))
+        if unresolved:
+            names = [n for n in dir(machine_class) + list(model_class.model_fields) if not n.startswith("_")]
+            close = difflib.get_close_matches(unresolved.group(1), names, n=1)
+            if close:
+                fix = f"Did you mean {close[0]!r}? " + fix
+        raise FlowDefinitionError(name, str(exc), fix=fix) from exc
     return flow
 
 
