@@ -20,6 +20,7 @@ import jmespath
 
 from ._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTemplate
 from ._invokers import InvokerRegistry
+from ._invokers._base import run_blocking
 from ._templates import TemplateLibrary
 from .errors import FlowDefinitionError, InvokerConfigError, InvokerError
 
@@ -244,7 +245,7 @@ class CompositeRunner:
         data = {**render_data(), **(drag_net or {})}
         if inspect.iscoroutinefunction(step):
             return _as_text(await step(data))
-        result = await asyncio.to_thread(step, data)
+        result = await run_blocking(step, data)
         if inspect.isawaitable(result):
             result = await result
         return _as_text(result)

@@ -158,9 +158,10 @@ async def _await_event(
     target = flow.state_of(model)
     if flow.kinds[target] is StateKind.INVOKER:  # counted before the run starts, as Genie Flow does
         current_progress.get().begin(target, flow.runner.count(flow.templates[target]) + 1)
+    update = changed_fields(before, model)  # a model that cannot be stored fails here, before acceptance
     if report is not None:
         report.accept(target)
-    return Command(update=changed_fields(before, model), goto=_goto(flow, model))
+    return Command(update=update, goto=_goto(flow, model))
 
 
 def _parse_resume(value: Any) -> tuple[str, str]:
@@ -228,6 +229,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
             return await _await_event(flow, model, state_id, before, model.task_error)
         if is_initial and model.state is None:
             await flow.enter_initial_state(model, record_intro=False)
+        entered = as_json(model) if model.state is not None and before.get("state") is None else before
         template = flow.templates[state_id]
         progress = current_progress.get()
         progress.begin(state_id, flow.runner.count(template) + 1)
@@ -249,7 +251,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
         except Exception as exc:
             logger.warning("completion event %s of state %s failed: %s", event, state_id, exc)
             stuck = exc
-            model = type(model).model_validate(before)
+            model = type(model).model_validate(entered)
         progress.add_done()
         if failure is None and stuck is None:
             return Command(update=changed_fields(before, model), goto=_goto(flow, model))

@@ -108,10 +108,17 @@ class _LoopThread:
             return False
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        if not self.loop.is_running():
-            self.loop.close()
+        """Stop the loop and its thread; safe to call twice, and from a finalizer on any thread."""
+        if self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # closed meanwhile
+            return
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+            if not self.loop.is_running():
+                self.loop.close()
 
 
 def _close_at_exit(reference: weakref.ref[GenieFlow]) -> None:
@@ -227,6 +234,7 @@ class GenieFlow:
         with self._loop_guard:
             if self._loop is None:
                 self._loop = _LoopThread()
+                weakref.finalize(self, self._loop.stop)  # a flow dropped without close() frees its thread
             return self._loop
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -274,6 +282,13 @@ class GenieFlow:
         flow = self._registered[model_key].flow
         return snapshot, flow.model_class.model_validate(snapshot.values)
 
+    def _forget_finished_run(self, session_id: str) -> _Run | None:
+        """Remove and return the session's run if it has finished; a live run stays registered."""
+        run = self._runs.get(session_id)
+        if run is None or run.task is None or not run.task.done():
+            return None
+        return self._runs.pop(session_id)
+
     def _in_flight(self, session_id: str) -> _Run | None:
         run = self._runs.get(session_id)
         return run if run is not None and run.task is not None and not run.task.done() else None
@@ -318,8 +333,8 @@ class GenieFlow:
                     await (await self._open_store()).rollback(session_id, mark)
                 else:
                     await self._settle(session_id)
-                if run.error is None or undo:
-                    self._runs.pop(session_id, None)
+                if (run.error is None or undo) and self._runs.get(session_id) is run:
+                    del self._runs[session_id]
                 if report is not None:
                     report.settle()
 
@@ -401,10 +416,20 @@ class GenieFlow:
     async def _start_ephemeral_session(
         self, model_key: str, event: str, event_input: str, user_info: User | Mapping[str, Any] | None
     ) -> AIResponse:
+        flow = self.flow_of(model_key)
+        if event == POLL:
+            refused = EventNotAllowed(
+                "", flow.initial, flow.names[flow.initial], flow.next_actions(flow.initial), event
+            )
+            return AIResponse(session_id="", error=refused.to_json(), next_actions=[])
         model = await self._create(model_key, user_info, None, record_intro=False)
-        return await self._process_event(
-            model_key, EventInput(session_id=model.session_id, event=event, event_input=event_input)
-        )
+        first = EventInput(session_id=model.session_id, event=event, event_input=event_input)
+        try:
+            return await self._send(model_key, first)
+        except (EventNotAllowed, EventFailed) as refused:
+            await (await self._open_store()).delete(model.session_id)  # no session is left for a refused start
+            error = refused.to_json() if isinstance(refused, EventNotAllowed) else str(refused)
+            return AIResponse(session_id=model.session_id, error=error, next_actions=[])
 
     def start_ephemeral_session(
         self,
@@ -440,7 +465,9 @@ class GenieFlow:
             )
         snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._registered[model_key].flow
-        failed = self._runs.pop(session_id, None)
+        if self._in_flight(session_id) is not None:  # a run started while the snapshot was read
+            return await self._poll(model_key, session_id)
+        failed = self._forget_finished_run(session_id)
         if failed is not None and failed.error is not None:
             return AIResponse(
                 session_id=session_id,
@@ -481,7 +508,9 @@ class GenieFlow:
             if self._in_flight(session_id) is not None:
                 raise SessionBusy(session_id, event.event)
             snapshot, model = await self._snapshot(model_key, session_id)
-            self._runs.pop(session_id, None)
+            if self._in_flight(session_id) is not None:  # started while the snapshot was read
+                raise SessionBusy(session_id, event.event)
+            self._forget_finished_run(session_id)
             state_id = flow.state_of(model)
             if self._resume_cut_off_run(model_key, session_id, flow, snapshot):
                 raise SessionBusy(session_id, event.event)
@@ -517,7 +546,8 @@ class GenieFlow:
                     flow.next_actions(state_id),
                 )
             if run.error is not None:
-                self._runs.pop(session_id, None)
+                if self._runs.get(session_id) is run:
+                    del self._runs[session_id]
                 return AIResponse(session_id=session_id, error=run.error, next_actions=[])
             return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
 
@@ -636,23 +666,28 @@ class GenieFlow:
         return self._sync(self._graph(model_key))
 
     # ---- lifecycle ----------------------------------------------------------------------
-    async def _close(self) -> None:
+    async def _close(self, timeout: float) -> None:
         tasks = [run.task for run in self._runs.values() if run.task is not None and not run.task.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=30)
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:  # a cut-off run resumes on the next poll after a restart
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._runs.clear()
         if self._store is not None:
             await self._store.close()
             self._store = None
         for registered in self._registered.values():
             registered.graph = None
 
-    def close(self) -> None:
-        """Finish background runs, close the store and stop the event loop."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Let background runs finish (up to ``timeout`` seconds, then cancel them), close the store
+        and stop the event loop. The flow can be used again afterwards."""
         with self._loop_guard:
             loop, self._loop = self._loop, None
         if loop is None:
             return
-        loop.run(self._close())
+        loop.run(self._close(timeout))
         loop.stop()
 
     def __enter__(self) -> GenieFlow:

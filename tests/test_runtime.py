@@ -15,6 +15,7 @@ import pytest
 from ulid import ULID
 
 from genie_graph import POLL, AIResponse, AIStatusResponse, EventInput, GenieFlow, User
+from genie_graph.errors import UnknownSession
 from tests import runtime_flows
 from tests.helpers import send
 from tests.runtime_flows import MODEL_KEY, RuntimeModel, gate
@@ -311,7 +312,9 @@ def test_ephemeral_session_with_a_refused_event_reports_error(flow: GenieFlow) -
     answer = flow.start_ephemeral_session(KEY, "ai_extraction", "forged")
     assert answer.error is not None
     assert "ai_extraction" in answer.error
-    assert flow.get_model(KEY, answer.session_id).dialogue == []
+    with pytest.raises(UnknownSession):  # a refused start leaves no session behind
+        flow.get_model(KEY, answer.session_id)
+    assert flow.start_ephemeral_session(KEY, "poll", "").error is not None
 
 
 def test_seed_data_reaches_seed_model(flow: GenieFlow) -> None:

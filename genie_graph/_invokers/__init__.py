@@ -180,8 +180,14 @@ class InvokerPool:
         Raises:
             InvokerError: every attempt failed; the last failure is chained.
         """
-        if not self._slots.acquire(blocking=False):
-            await asyncio.to_thread(self._slots.acquire)
+        # The pool serves several event loops (the GenieFlow's, and a fresh one per node run under
+        # LangGraph's sync API), so its slots are a threading semaphore; waiting for one must
+        # neither park a worker thread (the blocking invokers need them) nor, once cancelled,
+        # leave a slot taken.
+        delay = 0.001
+        while not self._slots.acquire(blocking=False):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
         try:
             invoker = self._checkout()
             try:

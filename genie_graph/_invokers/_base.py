@@ -10,10 +10,34 @@ Two shapes are accepted, so Genie Flow invokers port by changing an import:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Self, TypeVar
+
+T = TypeVar("T")
+
+
+BLOCKING_INVOKER_THREADS = 64
+_blocking_pool: ThreadPoolExecutor | None = None
+_blocking_pool_guard = threading.Lock()
+
+
+async def run_blocking(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking invoker call in genie-graph's own thread pool.
+
+    Not asyncio's default executor: that one has a handful of threads (cpu count + 4), which
+    slow LLM calls of many sessions would exhaust, holding up everything else that uses it.
+    """
+    global _blocking_pool
+    with _blocking_pool_guard:
+        if _blocking_pool is None:
+            _blocking_pool = ThreadPoolExecutor(BLOCKING_INVOKER_THREADS, thread_name_prefix="genie-graph-invoker")
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_blocking_pool, lambda: context.run(function, *args))
 
 
 class GenieInvoker(ABC):
@@ -44,4 +68,4 @@ class GenieInvoker(ABC):
         """Async twin of :meth:`invoke`; a blocking ``invoke`` runs in a worker thread."""
         if inspect.iscoroutinefunction(self.invoke):
             return await self.invoke(content)  # type: ignore[no-any-return]
-        return await asyncio.to_thread(self.invoke, content)
+        return await run_blocking(self.invoke, content)

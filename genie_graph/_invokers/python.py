@@ -9,7 +9,7 @@ from typing import Any, Self
 
 from .._imports import import_object
 from ..errors import InvokerConfigError
-from ._base import GenieInvoker
+from ._base import GenieInvoker, run_blocking
 
 
 def _as_text(result: Any) -> str:
@@ -57,4 +57,4 @@ class PythonInvoker(GenieInvoker):
             return _as_text(await self.target.ainvoke(content))
         if inspect.iscoroutinefunction(self.target):
             return _as_text(await self.target(content))
-        return _as_text(await asyncio.to_thread(self.target, content))
+        return _as_text(await run_blocking(self.target, content))
