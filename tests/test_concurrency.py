@@ -70,7 +70,9 @@ def root(tmp_path: Path) -> Path:
             "u/reply.jinja2": "{{ actor_input }}",
             "slow/meta.yaml": 'invoker:\n  type: python\n  pool_size: 1\n  callable: "tests.test_concurrency:slow"\n',
             "slow/q.jinja2": "{{ actor_input }}",
-            "fail/meta.yaml": 'invoker:\n  type: python\n  pool_size: 1\n  callable: "tests.test_concurrency:fail_first"\n',
+            "fail/meta.yaml": (
+                'invoker:\n  type: python\n  pool_size: 1\n  callable: "tests.test_concurrency:fail_first"\n'
+            ),
             "fail/item.jinja2": "item {{ map_value }}",
         },
     )
