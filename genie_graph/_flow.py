@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -438,12 +437,3 @@ def compile_flow(
                 fix = f"Did you mean {close[0]!r}? " + fix
         raise FlowDefinitionError(name, str(exc), fix=fix) from exc
     return flow
-
-
-def flow_info(flow: CompiledFlow) -> Mapping[str, Any]:
-    """A plain description of a compiled flow (for listings and drawings)."""
-    return {
-        "machine": flow.name,
-        "initial": flow.initial,
-        "states": {sid: {"kind": flow.kinds[sid].name.lower(), "events": flow.events_out[sid]} for sid in flow.kinds},
-    }
