@@ -11,8 +11,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from statemachine import State
 from statemachine.event_data import EventData, TriggerData
@@ -21,8 +22,11 @@ from statemachine.transition import Transition
 
 from ._composite import CompositeRunner
 from ._declaration import CompositeTemplate, GenieStateMachine
+from ._invokers._base import run_blocking
 from ._model import Actor, DialoguePersistence, GenieModel, StateKind
 from .errors import EventNotAllowed, FlowDefinitionError
+
+T = TypeVar("T")
 
 POLL = "poll"
 """The reserved event name that asks how a background run is doing."""
@@ -176,6 +180,9 @@ class CompiledFlow:
                 conditions pass. Nothing is changed.
         """
         machine = self.machine(model)
+        return await _run_callbacks(machine, self._select(machine, model, event, event_input))
+
+    async def _select(self, machine: GenieStateMachine, model: GenieModel, event: str, event_input: str) -> int:
         state_id = self.state_of(model)
         if event not in self.events_out[state_id]:
             raise self._refusal(model, state_id, event)
@@ -208,8 +215,11 @@ class CompiledFlow:
         Raises:
             EventNotAllowed: no transition passes; the model is unchanged.
         """
-        chosen = await self.select(model, event, event_input)
         machine = self.machine(model)
+        await _run_callbacks(machine, self._send(machine, model, event, event_input))
+
+    async def _send(self, machine: GenieStateMachine, model: GenieModel, event: str, event_input: str) -> None:
+        chosen = await self._select(machine, model, event, event_input)
         transition = list(machine.current_state.transitions)[chosen]
         args, kwargs = _event_arguments(machine, event, event_input, transition)
         source, target = transition.source, transition.target
@@ -252,6 +262,27 @@ def _event_arguments(
     trigger = TriggerData(machine=machine, event=getattr(machine, event), args=(event_input,))
     event_data = EventData(trigger_data=trigger, transition=transition)
     return event_data.args, event_data.extended_kwargs
+
+
+async def _run_callbacks(machine: GenieStateMachine, steps: Coroutine[Any, Any, T]) -> T:
+    """Run a machine's callbacks: on the event loop when some are async, else in a worker thread.
+
+    Sync hooks and conditions (the usual kind, often doing I/O in ported Genie Flow code) must not
+    hold up the event loop that serves every other session.
+    """
+    if machine._callbacks.has_async_callbacks:
+        return await steps
+    return await run_blocking(_drive, steps)
+
+
+def _drive(steps: Coroutine[Any, Any, T]) -> T:
+    """Run to completion a coroutine that awaits nothing asynchronous (all its callbacks are sync)."""
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    steps.close()
+    raise RuntimeError("a machine without async callbacks awaited something asynchronous")
 
 
 # python-statemachine 2.x keeps the callbacks of a machine in a registry keyed per group; its

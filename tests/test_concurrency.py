@@ -122,3 +122,44 @@ def test_close_with_a_run_in_flight_releases_waiters_and_the_flow_stays_usable(r
     fresh = flow.create_new_session("p").session_id  # a closed flow starts again on demand
     assert send(flow, "p", fresh, "user_input", "after").response == "A:after"
     flow.close()
+
+
+class SlowHookMachine(GenieStateMachine):
+    ask = State(initial=True, value=0)
+    reply = State(value=1)
+    user_input = ask.to(reply) | reply.to(reply)
+    templates = dict(ask="u/ask.jinja2", reply="u/reply.jinja2")
+
+    def on_user_input(self, event_data: object) -> None:
+        if getattr(event_data, "args", ("",))[0] == "slow":
+            HOOK_STARTED.set()
+            HOOK_RELEASE.wait(10)  # a hook doing blocking I/O
+
+
+class SlowHookModel(GenieModel):
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return SlowHookMachine
+
+
+HOOK_STARTED = threading.Event()
+HOOK_RELEASE = threading.Event()
+
+
+def test_a_blocking_sync_hook_does_not_hold_up_other_sessions(root: Path) -> None:
+    with GenieFlow(root, store="memory://") as flow:
+        flow.register_model("h", SlowHookModel)
+        busy, idle = (flow.create_new_session("h").session_id for _ in range(2))
+        worker = threading.Thread(
+            target=flow.process_event, args=("h", EventInput(session_id=busy, event="user_input", event_input="slow"))
+        )
+        worker.start()
+        try:
+            assert HOOK_STARTED.wait(10)
+            # While the hook blocks, another session still gets its answer (the hook runs off the loop).
+            answer = flow.process_event("h", EventInput(session_id=idle, event="user_input", event_input="quick"))
+            assert answer.response == "quick" and not HOOK_RELEASE.is_set()
+        finally:
+            HOOK_RELEASE.set()
+            worker.join(10)
+        assert flow.get_model("h", busy).dialogue[-1].actor_text == "slow"
