@@ -27,7 +27,8 @@ from ._api_models import AIResponse, EventInput
 from ._compiler import graph_of
 from ._flow import POLL
 from ._model import StateKind
-from ._runtime import GenieFlow
+from ._runtime import DEFAULT_QUEUE, GenieFlow
+from ._stores import STORE_URL_FORMS
 from .errors import GenieGraphError
 
 DEFAULT_FLOW = "graphs:flow"
@@ -59,8 +60,8 @@ def _ensure_cwd_importable() -> None:
         sys.path.insert(0, cwd)
 
 
-def load_flow(spec: str, store: str | None = None) -> GenieFlow:
-    """The ``GenieFlow`` that ``package.module:attribute`` names, on ``store`` when given.
+def load_flow(spec: str, store: str | None = None, runner: str | None = None) -> GenieFlow:
+    """The ``GenieFlow`` that ``package.module:attribute`` names, on ``store`` (and ``runner``) when given.
 
     Raises:
         UsageError: the spec is malformed, the module or attribute does not exist, importing it
@@ -95,21 +96,27 @@ def load_flow(spec: str, store: str | None = None) -> GenieFlow:
             )
         target = getattr(target, part)
     if isinstance(target, GenieFlow):
-        if store is not None:
-            try:
-                target.store_url = store
-            except GenieGraphError as exc:
-                raise UsageError(f"--store {store!r}: {exc}; or name a function that builds the flow") from exc
-        return target
+        return _configured(target, store, runner)
     if callable(target) and not isinstance(target, type):
         try:
             built = target(store=store) if store is not None else target()
         except Exception as exc:
             raise UsageError(f"bad --flow {spec!r}: calling it failed: {type(exc).__name__}: {exc}") from exc
         if isinstance(built, GenieFlow):
-            return built
+            return _configured(built, None, runner)
         raise UsageError(f"bad --flow {spec!r}: calling it returned {type(built).__name__}, not a GenieFlow")
     raise UsageError(f"bad --flow {spec!r}: it is of type {type(target).__name__}, not a GenieFlow; {allowed}")
+
+
+def _configured(flow: GenieFlow, store: str | None, runner: str | None) -> GenieFlow:
+    try:
+        if store is not None:
+            flow.store_url = store
+        if runner is not None:
+            flow.runner = runner
+    except (GenieGraphError, ValueError) as exc:
+        raise UsageError(f"{exc}; or name a function that builds the flow") from exc
+    return flow
 
 
 def _check_key(flow: GenieFlow, model_key: str) -> None:
@@ -388,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         default=os.environ.get(STORE_ENV) or None,
         metavar="URL",
-        help=f"session store: memory:// or sqlite:///path/to.db; default ${STORE_ENV} or the flow's own",
+        help=f"session store: {STORE_URL_FORMS}; default ${STORE_ENV} or the flow's own",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log genie-graph's warnings and info")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -405,7 +412,33 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("model_key")
     chat.add_argument("--session", metavar="ID", help="continue a session kept in the store instead of starting one")
     chat.set_defaults(handler=cmd_chat)
+
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker for the flow's invoker states (needs a Redis --store)"
+    )
+    worker.add_argument(
+        "--queues",
+        default=os.environ.get("GENIE_GRAPH_QUEUES") or DEFAULT_QUEUE,
+        metavar="NAMES",
+        help=f"comma-separated queues to work: {DEFAULT_QUEUE} (the default) and/or NamedQueueTaskTemplate names",
+    )
+    worker.add_argument("--concurrency", type=int, default=8, metavar="N", help="invoker states worked at once (8)")
+    worker.add_argument("--loglevel", default="INFO", help="Celery's log level (INFO)")
+    worker.set_defaults(handler=cmd_worker, runner="celery")
     return parser
+
+
+def cmd_worker(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
+    """Work the flow's invoker states from its Redis queues until stopped."""
+    from ._celery import run_worker
+
+    queues = [name.strip() for name in args.queues.split(",") if name.strip()]
+    if not queues:
+        raise UsageError(f"--queues names no queue: give comma-separated names, such as {DEFAULT_QUEUE}")
+    if args.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
+    run_worker(flow, queues, args.concurrency, args.loglevel)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        flow = load_flow(args.flow, args.store)
+        flow = load_flow(args.flow, args.store, getattr(args, "runner", None))
     except UsageError as exc:
         print(f"genie-graph: error: {exc}", file=sys.stderr)
         return 2

@@ -121,6 +121,11 @@ class CompiledFlow:
     def name(self) -> str:
         return f"{self.machine_class.__module__}.{self.machine_class.__qualname__}"
 
+    @property
+    def invoker_states(self) -> list[str]:
+        """Ids of the states whose node calls an invoker (a Celery worker's share of a run)."""
+        return [state_id for state_id, kind in self.kinds.items() if kind is StateKind.INVOKER]
+
     # ---- state lookup -------------------------------------------------------------------
     def state_of(self, model: GenieModel) -> str:
         """The id of the model's current state."""

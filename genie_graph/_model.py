@@ -13,9 +13,11 @@ This mirrors Genie Flow 0.12's ``genie_flow.model`` (``versioned.py``, ``dialogu
 
 from __future__ import annotations
 
+import enum
 import functools
 import importlib
 import json
+import typing
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -681,3 +683,32 @@ class GenieModel(VersionedModel):
             if value == self.state:
                 return state_id, name
         return None, None
+
+
+def reachable_types(model_classes: Iterable[type[BaseModel]]) -> set[tuple[str, str]]:
+    """``(module, ClassName)`` of every pydantic model and enum reachable from the classes' fields.
+
+    A store that revives objects from JSON (Redis) may rebuild exactly these: the allow-list is
+    a security boundary, so it is derived from the registered models instead of allowing all.
+    """
+    found: set[tuple[str, str]] = set()
+    seen: set[int] = set()
+
+    def visit(annotation: Any) -> None:
+        if id(annotation) in seen:
+            return
+        seen.add(id(annotation))
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.add((annotation.__module__, annotation.__name__))
+            for field in annotation.model_fields.values():
+                visit(field.annotation)
+            return
+        if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+            found.add((annotation.__module__, annotation.__name__))
+            return
+        for argument in typing.get_args(annotation):
+            visit(argument)
+
+    for model_class in model_classes:
+        visit(model_class)
+    return found

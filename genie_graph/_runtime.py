@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -24,25 +25,42 @@ from typing import Any, TypeVar
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from ulid import ULID
 
 from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, EventInput
 from ._compiler import graph_of
 from ._composite import CompositeRunner
+from ._declaration import NamedQueueTaskTemplate
 from ._flow import POLL, CompiledFlow, GenieCompat, compile_flow
 from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
-from ._model import GenieModel, StateKind
+from ._model import GenieModel, StateKind, reachable_types
 from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
-from ._stores import Store, StoreMark, default_store_url, open_store
+from ._stores import STORE_URL_FORMS, SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
 from ._user import User
-from .errors import EventFailed, EventNotAllowed, GenieGraphError, SessionBusy, UnknownModelKey, UnknownSession
+from .errors import (
+    EventFailed,
+    EventNotAllowed,
+    GenieGraphError,
+    SessionBusy,
+    StoreUnavailable,
+    UnknownModelKey,
+    UnknownSession,
+)
 
 logger = logging.getLogger("genie_graph")
 T = TypeVar("T")
 
 DEFAULT_KEEP_CHECKPOINTS = 1
+DEFAULT_SESSION_TTL_SECONDS = 24 * 3600.0
+"""Idle time after which a session expires: Genie Flow's default of one day."""
+DEFAULT_QUEUE = "genie-graph"
+"""The Celery queue of invoker states that name none (``NamedQueueTaskTemplate`` names one)."""
+RUNNERS = ("inline", "celery")
 _MODEL_KEY = "genie_model_key"
+_EVENT_LOCK_WAIT_SECONDS = 10.0
 
 
 def default_data_dir() -> Path:
@@ -52,31 +70,44 @@ def default_data_dir() -> Path:
 
 @dataclass
 class _Progress:
-    """Sub-task counts of the run in flight (reset for each invoker state, as in Genie Flow)."""
+    """Sub-task counts of the run in flight (reset for each invoker state, as in Genie Flow).
+
+    ``on_change`` is told the counts after each change: a shared store publishes them to polls
+    in other processes.
+    """
 
     total: int = 0
     done: int = 0
     key: str | None = None
+    on_change: Any = None
 
     def begin(self, key: str, total: int) -> None:
         if self.key == key and self.done == 0:
             return  # already counted when the event into this state was accepted
         self.key, self.total, self.done = key, total, 0
+        self._changed()
 
     def add_total(self, count: int) -> None:
         self.total += count
+        self._changed()
 
     def add_done(self, count: int = 1) -> None:
         self.done += count
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.total, self.done)
 
 
 @dataclass
 class _Run:
-    """A background run of a session's graph."""
+    """A background run of a session's graph (in this process)."""
 
     task: asyncio.Task[None] | None = None
     progress: _Progress = field(default_factory=_Progress)
     error: str | None = None
+    run_id: str = field(default_factory=lambda: str(ULID()))
 
 
 class _LoopThread:
@@ -121,6 +152,24 @@ class _LoopThread:
                 self.loop.close()
 
 
+def _session_ttl(value: float | None | object) -> float | None:
+    if value is ...:
+        configured = os.environ.get("GENIE_GRAPH_SESSION_TTL")
+        try:
+            value = float(configured) if configured else DEFAULT_SESSION_TTL_SECONDS
+        except ValueError:
+            raise ValueError(f"GENIE_GRAPH_SESSION_TTL must be a number of seconds, got {configured!r}") from None
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"session_ttl_seconds must be a number of seconds >= 0 (0 or None: never), got {value!r}")
+    return float(value) or None
+
+
+def _user_key(user_info: User | None) -> str | None:
+    return user_info.email.lower() if user_info is not None else None
+
+
 def _close_at_exit(reference: weakref.ref[GenieFlow]) -> None:
     """Let background runs finish when a script ends without ``close()``."""
     flow = reference()
@@ -139,12 +188,25 @@ class GenieFlow:
 
     Args:
         template_root: the directory template names are relative to.
-        store: ``memory://``, or ``sqlite:///path/to.db``; default a SQLite file in ``data_dir``.
+        store: ``memory://``, ``sqlite:///path/to.db`` or ``redis://host:port/db``; default
+            ``$GENIE_GRAPH_STORE``, else a SQLite file in ``data_dir``.
         data_dir: where the default SQLite store lives (``$GENIE_GRAPH_DATA_DIR`` or
             ``~/.local/share/genie-graph``).
+        runner: where invoker states run: ``"inline"`` (this process, the default) or
+            ``"celery"`` (Celery workers started with ``genie-graph worker``; needs a Redis
+            store). Default ``$GENIE_GRAPH_RUNNER``, else ``"inline"``.
+        broker_url: the Celery broker; default ``$GENIE_GRAPH_BROKER_URL``, else the store's URL.
+        session_ttl_seconds: idle time after which a session expires and answers "unknown
+            session"; renewed by every event. Default ``$GENIE_GRAPH_SESSION_TTL`` or one day;
+            ``None`` or 0: never.
         keep_checkpoints: checkpoints kept per session, newest first: enough to resume and to
             step back through the last few events with ``get_state_history``.
         pool_size: invokers per ``invoker:`` directory unless its meta.yaml says otherwise.
+        run_lease_seconds: with a shared (Redis) store, how long a run may go without a
+            heartbeat before it counts as orphaned (its process died) and is resumed from its
+            last checkpoint by the next poll.
+        dispatch_timeout_seconds: with the Celery runner, how long queued work may wait for a
+            worker before the next poll queues it again.
         compat: Genie Flow behaviours to keep (see ``GenieCompat``).
 
     Example:
@@ -161,16 +223,31 @@ class GenieFlow:
         store: str | None = None,
         *,
         data_dir: str | Path | None = None,
+        runner: str | None = None,
+        broker_url: str | None = None,
+        session_ttl_seconds: float | None | object = ...,
         keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS,
         pool_size: int = DEFAULT_POOL_SIZE,
+        run_lease_seconds: float = 30.0,
+        dispatch_timeout_seconds: float = 300.0,
         compat: GenieCompat | None = None,
     ) -> None:
         if keep_checkpoints < 1:
             raise ValueError(
                 f"keep_checkpoints must be at least 1 (the latest resumes a session), got {keep_checkpoints}"
             )
+        if run_lease_seconds <= 0 or dispatch_timeout_seconds <= 0:
+            raise ValueError("run_lease_seconds and dispatch_timeout_seconds must be positive")
         self.compat = compat or GenieCompat()
-        self._store_url = store or default_store_url(data_dir or default_data_dir())
+        self._store_url = store or os.environ.get("GENIE_GRAPH_STORE") or default_store_url(
+            data_dir or default_data_dir()
+        )
+        self.runner = runner or os.environ.get("GENIE_GRAPH_RUNNER") or "inline"
+        self._broker_url = broker_url or os.environ.get("GENIE_GRAPH_BROKER_URL")
+        self.session_ttl_seconds = _session_ttl(session_ttl_seconds)
+        self.run_lease_seconds = run_lease_seconds
+        self.dispatch_timeout_seconds = dispatch_timeout_seconds
+        self._check_runner_store()
         self.keep_checkpoints = keep_checkpoints
         self._library = TemplateLibrary(template_root, strict_undefined=not self.compat.lenient_undefined)
         self._runner = CompositeRunner(self._library, InvokerRegistry(pool_size))
@@ -196,6 +273,37 @@ class GenieFlow:
                 "session, or make another GenieFlow"
             )
         self._store_url = url
+        self._check_runner_store()
+
+    @property
+    def runner(self) -> str:
+        """Where invoker states run: ``"inline"`` (this process) or ``"celery"`` (workers)."""
+        return self._runner_name
+
+    @runner.setter
+    def runner(self, name: str) -> None:
+        if name not in RUNNERS:
+            raise ValueError(f"unknown runner {name!r}; use one of {', '.join(RUNNERS)}")
+        previous = getattr(self, "_runner_name", None)
+        self._runner_name = name
+        if hasattr(self, "_store_url"):
+            try:
+                self._check_runner_store()
+            except ValueError:
+                self._runner_name = previous or "inline"
+                raise
+
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker of the ``celery`` runner: ``broker_url``, else the store's URL."""
+        return self._broker_url or self._store_url
+
+    def _check_runner_store(self) -> None:
+        if self.runner == "celery" and not self._store_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"runner='celery' needs a Redis store shared with the workers, got store {self._store_url!r}; "
+                "pass store='redis://host:port/db' (or set GENIE_GRAPH_STORE)"
+            )
 
     # ---- registration -------------------------------------------------------------------
     def register_template_directory(self, prefix: str, directory: str | Path) -> None:
@@ -216,6 +324,11 @@ class GenieFlow:
                 "choose another key"
             )
         self._registered[model_key] = _Registered(compile_flow(model_class, self._runner, self.compat))
+        if self._store is not None:
+            self._store.allow_types(self._allowed_types())
+
+    def _allowed_types(self) -> set[tuple[str, str]]:
+        return reachable_types(registered.flow.model_class for registered in self._registered.values())
 
     @property
     def model_keys(self) -> list[str]:
@@ -238,16 +351,22 @@ class GenieFlow:
             return self._loop
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop_thread().run(coro)
+        try:
+            return self._loop_thread().run(coro)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreUnavailable(self._store_url, exc) from exc
 
     async def _async(self, coro: Coroutine[Any, Any, T]) -> T:
-        return await self._loop_thread().arun(coro)
+        try:
+            return await self._loop_thread().arun(coro)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreUnavailable(self._store_url, exc) from exc
 
     async def _open_store(self) -> Store:
         if self._store is None:
             async with self._opening:  # one connection, however many callers arrive at once
                 if self._store is None:
-                    self._store = await open_store(self._store_url)
+                    self._store = await open_store(self._store_url, self._allowed_types())
         return self._store
 
     async def _graph(self, model_key: str) -> CompiledStateGraph[Any]:
@@ -273,8 +392,17 @@ class GenieFlow:
             self._locks[session_id] = lock
         return lock
 
+    async def _record(self, model_key: str, session_id: str) -> SessionRecord:
+        """The session's record; raises UnknownSession if it does not exist, expired, or is another key's."""
+        self.flow_of(model_key)
+        record = await (await self._open_store()).session(session_id)
+        if record is None or record.model_key != model_key:
+            raise UnknownSession(model_key, session_id)
+        return record
+
     async def _snapshot(self, model_key: str, session_id: str) -> tuple[StateSnapshot, GenieModel]:
         graph = await self._graph(model_key)
+        await self._record(model_key, session_id)
         snapshot = await graph.aget_state(self._config(model_key, session_id))
         metadata = snapshot.metadata or {}
         if not snapshot.values or metadata.get(_MODEL_KEY, model_key) != model_key:
@@ -297,29 +425,76 @@ class GenieFlow:
         """After a run: keep only the latest checkpoints of the session."""
         await (await self._open_store()).prune(session_id, self.keep_checkpoints)
 
-    def _start_run(
+    def _run_options(self, flow: CompiledFlow) -> dict[str, Any]:
+        """With the Celery runner, a run in this process stops before invoker states: workers run those."""
+        if self.runner != "celery":
+            return {}
+        return {"interrupt_before": flow.invoker_states}
+
+    async def _heartbeat(self, store: Store, session_id: str, run_id: str, step_token: str | None) -> None:
+        """Renew a shared run's lease (and a worker's step lock) until cancelled."""
+        while True:
+            await asyncio.sleep(self.run_lease_seconds / 3)
+            try:
+                alive = await store.renew_run(session_id, run_id, self.run_lease_seconds)
+                if step_token is not None:
+                    alive = await store.renew_step(session_id, step_token, self.run_lease_seconds) and alive
+            except Exception as exc:  # the store is briefly away: try again at the next beat
+                logger.warning("could not renew the run lease of session %s: %s", session_id, exc)
+                continue
+            if not alive:
+                logger.warning("run %s of session %s lost its lease (it ran longer than the lease without a beat)",
+                               run_id, session_id)
+
+    async def _start_run(
         self,
         model_key: str,
         session_id: str,
         command: Command[Any] | None,
         report: EventReport | None = None,
         mark: StoreMark | None = None,
-    ) -> _Run:
+        *,
+        run_id: str | None = None,
+        step_token: str | None = None,
+    ) -> _Run | None:
         """Run the session's graph in the background until it waits for the user again.
 
         With a ``report``, the run resumes a user state with an event: if the event is refused,
         or a hook raises before the transition completes, the store is rolled back to ``mark``
         so the session is exactly as it was.
+
+        On a shared store the run first takes the session's run lease (None if another run
+        holds it) and beats while it works. With the Celery runner, a run here stops before an
+        invoker state and queues it for a worker; a worker's run (``step_token`` set) does one
+        invoker state and queues the next.
         """
-        run = _Run()
+        store = await self._open_store()
+        flow = self._registered[model_key].flow
+        run = _Run(run_id=run_id or str(ULID()))
+        if store.shared:
+            if not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
+                return None
+            loop = asyncio.get_running_loop()
+
+            def publish(total: int, done: int) -> None:
+                loop.create_task(store.write_progress(session_id, total, done, self.dispatch_timeout_seconds))
+
+            run.progress.on_change = publish
 
         async def execute() -> None:
             progress_token = current_progress.set(run.progress)
             report_token = current_report.set(report)
+            heartbeat = (
+                asyncio.create_task(self._heartbeat(store, session_id, run.run_id, step_token)) if store.shared else None
+            )
+            config = self._config(model_key, session_id)
             undo = False
             try:
                 graph = await self._graph(model_key)
-                await graph.ainvoke(command, self._config(model_key, session_id), durability="sync")
+                if step_token is not None:
+                    await self._work_one_invoker_state(graph, flow, config)
+                else:
+                    await graph.ainvoke(command, config, durability="sync", **self._run_options(flow))
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -329,18 +504,103 @@ class GenieFlow:
             finally:
                 current_progress.reset(progress_token)
                 current_report.reset(report_token)
-                if undo and mark is not None:
-                    await (await self._open_store()).rollback(session_id, mark)
-                else:
-                    await self._settle(session_id)
-                if (run.error is None or undo) and self._runs.get(session_id) is run:
-                    del self._runs[session_id]
-                if report is not None:
-                    report.settle()
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                try:
+                    await self._after_run(model_key, session_id, run, undo, mark)
+                finally:
+                    if (run.error is None or undo) and self._runs.get(session_id) is run:
+                        del self._runs[session_id]
+                    if report is not None:
+                        report.settle()
 
         self._runs[session_id] = run
         run.task = asyncio.get_running_loop().create_task(execute())
         return run
+
+    async def _after_run(self, model_key: str, session_id: str, run: _Run, undo: bool, mark: StoreMark | None) -> None:
+        """Undo a refused event or prune the checkpoints; then queue what a worker does next, or end the run."""
+        store = await self._open_store()
+        try:
+            if undo and mark is not None:
+                await store.rollback(session_id, mark)
+            else:
+                await self._settle(session_id)
+            if self.runner == "celery" and not undo and run.error is None:
+                flow = self._registered[model_key].flow
+                snapshot = await (await self._graph(model_key)).aget_state(self._config(model_key, session_id))
+                if self._interrupted_run(flow, snapshot):
+                    await self._dispatch(model_key, session_id, run.run_id, snapshot)
+                    return  # the lease goes on with the queued work
+        except Exception as exc:
+            logger.exception("could not settle the run of session %s", session_id)
+            run.error = run.error or f"{type(exc).__name__}: {exc}"
+        if store.shared:
+            with contextlib.suppress(Exception):  # an unreachable store lets the lease run out instead
+                await store.end_run(session_id, run.run_id, None if undo else run.error)
+
+    async def _work_one_invoker_state(self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig) -> None:
+        """A worker's share of a run: the pending invoker state, then on to the next interrupt or invoker state."""
+        while True:
+            await graph.ainvoke(None, config, durability="sync", interrupt_after=flow.invoker_states)
+            snapshot = await graph.aget_state(config)
+            if not snapshot.next or snapshot.interrupts or self._interrupted_run(flow, snapshot):
+                return
+            # a user state is next: run it up to its interrupt, so the session waits for an event
+
+    def _queue_of(self, flow: CompiledFlow, state_id: str) -> str:
+        template = flow.templates.get(state_id)
+        return template.queue_name if isinstance(template, NamedQueueTaskTemplate) else DEFAULT_QUEUE
+
+    async def _dispatch(self, model_key: str, session_id: str, run_id: str, snapshot: StateSnapshot) -> None:
+        """Queue the pending invoker state for a Celery worker; the run lease then waits for it."""
+        from ._celery import send_advance
+
+        store = await self._open_store()
+        flow = self._registered[model_key].flow
+        state_id = snapshot.next[0]
+        checkpoint_id = snapshot.config["configurable"]["checkpoint_id"]
+        await store.claim_run(session_id, run_id, self.dispatch_timeout_seconds)
+        try:
+            await asyncio.to_thread(
+                send_advance, self, self._queue_of(flow, state_id), model_key, session_id, run_id, checkpoint_id
+            )
+        except Exception as exc:
+            await store.end_run(session_id, run_id)  # the next poll queues it again
+            raise StoreUnavailable(self.broker_url, exc) from exc
+
+    async def _advance(self, model_key: str, session_id: str, run_id: str, checkpoint_id: str) -> str:
+        """A Celery worker's task: work the session's pending invoker state queued as ``run_id``.
+
+        Returns what happened: ``"done"``, ``"busy"`` (another worker works the session) or
+        ``"stale"`` (the work was done already, or the session is gone): a redelivered or
+        duplicated task changes nothing.
+        """
+        store = await self._open_store()
+        step_token = str(ULID())
+        if not await store.take_step(session_id, step_token, self.run_lease_seconds):
+            return "busy"
+        try:
+            owned = await store.owns_run(session_id, run_id)
+            if not owned and not await store.claim_run(session_id, run_id, self.run_lease_seconds):
+                return "busy"
+            flow = self._registered[model_key].flow
+            try:
+                snapshot, _model = await self._snapshot(model_key, session_id)
+            except UnknownSession:
+                snapshot = None
+            if snapshot is None or not self._interrupted_run(flow, snapshot):
+                await store.end_run(session_id, run_id)
+                return "stale"
+            if owned and snapshot.config["configurable"]["checkpoint_id"] != checkpoint_id:
+                return "stale"  # queued again by the run that owns the lease: that task does the work
+            run = await self._start_run(model_key, session_id, None, run_id=run_id, step_token=step_token)
+            if run is None or run.task is None:
+                return "busy"
+            await asyncio.shield(run.task)
+            return "done"
+        finally:
+            await store.drop_step(session_id, step_token)
 
     def _answer(self, flow: CompiledFlow, model: GenieModel) -> AIResponse:
         state_id = flow.state_of(model)
@@ -363,18 +623,22 @@ class GenieFlow:
         graph = await self._graph(model_key)
         session_id = str(ULID().to_uuid())
         model = flow.model_class(session_id=session_id, seed_data=seed_data)
-        if user_info is not None:
-            model.secondary_storage["user_info"] = (
-                user_info if isinstance(user_info, User) else User.model_validate(user_info)
-            )
+        user = None if user_info is None else user_info if isinstance(user_info, User) else User.model_validate(user_info)
+        if user is not None:
+            model.secondary_storage["user_info"] = user
         config = self._config(model_key, session_id, **{RECORD_INTRO: record_intro})
+        store = await self._open_store()
+        await store.add_session(SessionRecord(session_id, model_key, _user_key(user), self.session_ttl_seconds))
         try:
-            await graph.ainvoke(model.model_dump(mode="json"), config, durability="sync")
+            await graph.ainvoke(model.model_dump(mode="json"), config, durability="sync", **self._run_options(flow))
         except BaseException:
-            await (await self._open_store()).delete(session_id)  # no half-made session is left behind
+            await store.delete(session_id)  # no half-made session is left behind
             raise
         await self._settle(session_id)
-        return (await self._snapshot(model_key, session_id))[1]
+        snapshot, model = await self._snapshot(model_key, session_id)
+        if self._interrupted_run(flow, snapshot):  # the initial state is an invoker state: hand it on
+            await self._resume_cut_off_run(model_key, session_id, flow, snapshot)
+        return model
 
     async def _create_new_session(
         self, model_key: str, user_info: User | Mapping[str, Any] | None, seed_data: str | None
@@ -452,42 +716,64 @@ class GenieFlow:
         return await self._async(self._start_ephemeral_session(model_key, event, event_input, user_info))
 
     # ---- events -------------------------------------------------------------------------
-    async def _poll(self, model_key: str, session_id: str) -> AIResponse:
+    async def _progress_elsewhere(self, session_id: str) -> AIProgressResponse | None:
+        """Counts of the session's run in flight: in this process, or (shared store) in any."""
         run = self._in_flight(session_id)
         if run is not None:
-            return AIResponse(
-                session_id=session_id,
-                next_actions=[POLL],
-                progress=AIProgressResponse(
-                    total_number_of_subtasks=run.progress.total,
-                    number_of_subtasks_executed=run.progress.done,
-                ),
+            return AIProgressResponse(
+                total_number_of_subtasks=run.progress.total, number_of_subtasks_executed=run.progress.done
             )
+        store = await self._open_store()
+        if store.shared:
+            counts = await store.run_in_flight(session_id)
+            if counts is not None:
+                return AIProgressResponse(total_number_of_subtasks=counts[0], number_of_subtasks_executed=counts[1])
+        return None
+
+    async def _poll(self, model_key: str, session_id: str) -> AIResponse:
+        self.flow_of(model_key)
+        progress = await self._progress_elsewhere(session_id)
+        if progress is not None:
+            await self._record(model_key, session_id)
+            return AIResponse(session_id=session_id, next_actions=[POLL], progress=progress)
         snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._registered[model_key].flow
         if self._in_flight(session_id) is not None:  # a run started while the snapshot was read
             return await self._poll(model_key, session_id)
         failed = self._forget_finished_run(session_id)
-        if failed is not None and failed.error is not None:
-            return AIResponse(
-                session_id=session_id,
-                error=failed.error,
-                next_actions=flow.next_actions(flow.state_of(model)),
-            )
-        if self._resume_cut_off_run(model_key, session_id, flow, snapshot):
+        error = failed.error if failed is not None else None
+        store = await self._open_store()
+        if store.shared:
+            error = await store.pop_error(session_id) or error
+        if error is not None:
+            return AIResponse(session_id=session_id, error=error, next_actions=flow.next_actions(flow.state_of(model)))
+        if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             return AIResponse(session_id=session_id, next_actions=[POLL])
         return self._answer(flow, model)
 
-    def _resume_cut_off_run(self, model_key: str, session_id: str, flow: CompiledFlow, snapshot: StateSnapshot) -> bool:
-        """Restart a run the process ended half way (while an invoker worked); True if one was."""
-        if self._in_flight(session_id) is not None or not self._interrupted_run(flow, snapshot):
+    async def _resume_cut_off_run(
+        self, model_key: str, session_id: str, flow: CompiledFlow, snapshot: StateSnapshot
+    ) -> bool:
+        """Resume invoker work nobody is doing (its process ended half way, or it is yet to be queued).
+
+        True if the session has such work, now resumed here, queued, or taken by another process.
+        """
+        if self._in_flight(session_id) is not None:
+            return True
+        if not self._interrupted_run(flow, snapshot):
             return False
-        self._start_run(model_key, session_id, None)
+        if self.runner == "celery":
+            store = await self._open_store()
+            run_id = str(ULID())
+            if await store.claim_run(session_id, run_id, self.dispatch_timeout_seconds):
+                await self._dispatch(model_key, session_id, run_id, snapshot)
+            return True
+        await self._start_run(model_key, session_id, None)
         return True
 
     @staticmethod
     def _interrupted_run(flow: CompiledFlow, snapshot: StateSnapshot) -> bool:
-        """A run stopped half way (the process ended while an invoker worked): resume it."""
+        """Invoker work is pending: the graph stopped before an invoker state, without an interrupt."""
         return (
             bool(snapshot.next)
             and not snapshot.interrupts
@@ -504,52 +790,72 @@ class GenieFlow:
         """
         flow = self.flow_of(model_key)
         session_id = event.session_id
+        store = await self._open_store()
         async with self._lock(session_id):
-            if self._in_flight(session_id) is not None:
-                raise SessionBusy(session_id, event.event)
-            snapshot, model = await self._snapshot(model_key, session_id)
-            if self._in_flight(session_id) is not None:  # started while the snapshot was read
-                raise SessionBusy(session_id, event.event)
-            self._forget_finished_run(session_id)
-            state_id = flow.state_of(model)
-            if self._resume_cut_off_run(model_key, session_id, flow, snapshot):
-                raise SessionBusy(session_id, event.event)
-            if not snapshot.interrupts:
-                allowed = [] if state_id in flow.finals else flow.next_actions(state_id)
-                raise EventNotAllowed(
-                    session_id,
-                    state_id,
-                    flow.names[state_id],
-                    allowed,
-                    event.event,
-                    f"session is in state {state_id!r}, which waits for no event",
-                )
-            if event.event not in flow.events_out[state_id]:
-                raise flow.refusal(model, event.event)
-            mark = await (await self._open_store()).mark(session_id)
-            report = EventReport()
-            command: Command[Any] = Command(resume={"event": event.event, "event_input": event.event_input})
-            run = self._start_run(model_key, session_id, command, report, mark)
-            await report.decided.wait()
-            if report.accepted and flow.kinds[report.target] is StateKind.INVOKER:  # type: ignore[index]
-                await report.durable.wait()  # answer "poll" only once the transition survives a restart
-                return AIResponse(session_id=session_id, next_actions=[POLL])
-            assert run.task is not None
-            await asyncio.shield(run.task)
-            if report.refusal is not None:
-                raise report.refusal
-            if not report.accepted:
-                raise EventFailed(
-                    session_id,
-                    event.event,
-                    run.error or "the run ended before the transition",
-                    flow.next_actions(state_id),
-                )
-            if run.error is not None:
-                if self._runs.get(session_id) is run:
-                    del self._runs[session_id]
-                return AIResponse(session_id=session_id, error=run.error, next_actions=[])
-            return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
+            shared_lock = (
+                store.event_lock(session_id, event.event, _EVENT_LOCK_WAIT_SECONDS)
+                if store.shared
+                else contextlib.nullcontext()
+            )
+            async with shared_lock:
+                return await self._send_locked(flow, model_key, event, store)
+
+    async def _send_locked(self, flow: CompiledFlow, model_key: str, event: EventInput, store: Store) -> AIResponse:
+        session_id = event.session_id
+        if await self._progress_elsewhere(session_id) is not None:
+            await self._record(model_key, session_id)
+            raise SessionBusy(session_id, event.event)
+        record = await self._record(model_key, session_id)
+        snapshot, model = await self._snapshot(model_key, session_id)
+        if self._in_flight(session_id) is not None:  # started while the snapshot was read
+            raise SessionBusy(session_id, event.event)
+        self._forget_finished_run(session_id)
+        if store.shared:
+            await store.pop_error(session_id)  # a failure nobody polled is superseded by this event
+        state_id = flow.state_of(model)
+        if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
+            raise SessionBusy(session_id, event.event)
+        if not snapshot.interrupts:
+            allowed = [] if state_id in flow.finals else flow.next_actions(state_id)
+            raise EventNotAllowed(
+                session_id,
+                state_id,
+                flow.names[state_id],
+                allowed,
+                event.event,
+                f"session is in state {state_id!r}, which waits for no event",
+            )
+        if event.event not in flow.events_out[state_id]:
+            raise flow.refusal(model, event.event)
+        await store.touch(record)
+        mark = await store.mark(session_id)
+        report = EventReport()
+        command: Command[Any] = Command(resume={"event": event.event, "event_input": event.event_input})
+        run = await self._start_run(model_key, session_id, command, report, mark)
+        if run is None:  # another process started a run meanwhile
+            raise SessionBusy(session_id, event.event)
+        await report.decided.wait()
+        if report.accepted and flow.kinds[report.target] is StateKind.INVOKER:  # type: ignore[index]
+            await report.durable.wait()  # answer "poll" only once the transition survives a restart
+            return AIResponse(session_id=session_id, next_actions=[POLL])
+        assert run.task is not None
+        await asyncio.shield(run.task)
+        if report.refusal is not None:
+            raise report.refusal
+        if not report.accepted:
+            raise EventFailed(
+                session_id,
+                event.event,
+                run.error or "the run ended before the transition",
+                flow.next_actions(state_id),
+            )
+        if run.error is not None:
+            if self._runs.get(session_id) is run:
+                del self._runs[session_id]
+            if store.shared:
+                await store.pop_error(session_id)
+            return AIResponse(session_id=session_id, error=run.error, next_actions=[])
+        return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
 
     async def _process_event(self, model_key: str, event: EventInput) -> AIResponse:
         if event.event == POLL:
@@ -604,12 +910,13 @@ class GenieFlow:
 
     # ---- inspection ---------------------------------------------------------------------
     async def _get_task_state(self, model_key: str, session_id: str) -> AIStatusResponse:
-        if self._in_flight(session_id) is not None:
-            self.flow_of(model_key)
+        self.flow_of(model_key)
+        if await self._progress_elsewhere(session_id) is not None:
+            await self._record(model_key, session_id)
             return AIStatusResponse(session_id=session_id, ready=False, next_actions=[])
         snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._registered[model_key].flow
-        if self._resume_cut_off_run(model_key, session_id, flow, snapshot):
+        if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             return AIStatusResponse(session_id=session_id, ready=False, next_actions=[])
         return AIStatusResponse(session_id=session_id, ready=True, next_actions=flow.next_actions(flow.state_of(model)))
 
@@ -648,6 +955,10 @@ class GenieFlow:
         run = self._runs.get(session_id)
         if run is not None and run.task is not None:
             await asyncio.shield(run.task)
+        store = await self._open_store()
+        if store.shared:  # a run in another process (a worker): wait for its lease to go
+            while await store.run_in_flight(session_id) is not None:
+                await asyncio.sleep(0.02)
 
     def wait_until_ready(self, session_id: str) -> None:
         """Block until the session's background run (if any) has settled."""

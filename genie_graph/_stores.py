@@ -9,8 +9,11 @@ Checkpoints are stored zlib-compressed.
 
 from __future__ import annotations
 
+import time
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -22,9 +25,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from .errors import GenieGraphError
+from .errors import GenieGraphError, StoreUnavailable
 
-StoreScheme = Literal["memory", "sqlite"]
+StoreScheme = Literal["memory", "sqlite", "redis"]
 _COMPRESSED = "z+"
 _MIN_COMPRESS = 128
 
@@ -61,13 +64,29 @@ class StoreMark:
     writes: frozenset[tuple[str, str, int]]
 
 
+@dataclass(frozen=True)
+class SessionRecord:
+    """What the store knows about a session beside its checkpoints: whose it is, and for how long.
+
+    ``user`` is the lower-cased email of the session's ``user_info``; ``ttl_seconds`` the idle time
+    after which the session expires (None: never).
+    """
+
+    session_id: str
+    model_key: str
+    user: str | None = None
+    ttl_seconds: float | None = None
+
+
 class Store(ABC):
     """An opened store: a LangGraph checkpointer plus what only its backend knows how to do.
 
-    The runtime talks to this interface only; a backend is one subclass.
+    The runtime talks to this interface only; a backend is one subclass. A ``shared`` store is
+    used by several processes at once and also coordinates their runs (see ``_redis``).
     """
 
     scheme: ClassVar[StoreScheme]
+    shared: ClassVar[bool] = False
 
     def __init__(self, url: str, saver: BaseCheckpointSaver[Any]) -> None:
         self.url = url
@@ -92,9 +111,98 @@ class Store(ABC):
     async def delete(self, thread_id: str) -> None:
         """Forget a session entirely."""
         await self.saver.adelete_thread(thread_id)
+        await self._forget(thread_id)
 
     async def close(self) -> None:  # noqa: B027 - a backend without connections has nothing to do
         """Release the backend's connections."""
+
+    def allow_types(self, allowed_types: Iterable[tuple[str, str]]) -> None:  # noqa: B027 - JSON-only stores
+        """The ``(module, ClassName)`` pairs a store that revives objects may rebuild."""
+
+    # ---- the session index: existence, expiry, listing -----------------------------------
+    @abstractmethod
+    async def add_session(self, record: SessionRecord) -> None:
+        """Record a new session (and index it by model key and user)."""
+
+    @abstractmethod
+    async def session(self, session_id: str) -> SessionRecord | None:
+        """The session's record, or None if there is no such session or it expired."""
+
+    @abstractmethod
+    async def touch(self, record: SessionRecord) -> None:
+        """Restart the session's idle time."""
+
+    @abstractmethod
+    async def sessions(self, model_key: str, user: str | None = None) -> list[str]:
+        """Ids of the live sessions of a model key (of one user, if given), oldest first."""
+
+    async def _forget(self, session_id: str) -> None:  # noqa: B027 - backends with an index override
+        """Drop the session's record from the index."""
+
+    # ---- coordination between processes: shared stores only (see ``_redis.RedisStore``) --
+    def _not_shared(self) -> GenieGraphError:
+        return GenieGraphError(f"the {self.scheme} store serves one process; runs across processes need Redis")
+
+    def event_lock(self, session_id: str, event: str, wait_seconds: float) -> AbstractAsyncContextManager[None]:
+        """Hold the session's event lock; raises SessionBusy if it cannot be had in ``wait_seconds``."""
+        raise self._not_shared()
+
+    async def claim_run(self, session_id: str, run_id: str, lease_seconds: float) -> bool:
+        """Take (or renew) the session's run lease for ``run_id``; False if another run holds it."""
+        raise self._not_shared()
+
+    async def owns_run(self, session_id: str, run_id: str) -> bool:
+        """Whether ``run_id`` holds the session's run lease."""
+        raise self._not_shared()
+
+    async def renew_run(self, session_id: str, run_id: str, lease_seconds: float) -> bool:
+        """Renew the run lease; False if it was lost."""
+        raise self._not_shared()
+
+    async def end_run(self, session_id: str, run_id: str, error: str | None = None) -> None:
+        """Release the run lease, keeping ``error`` for the next poll."""
+        raise self._not_shared()
+
+    async def take_step(self, session_id: str, token: str, lease_seconds: float) -> bool:
+        """Take the step lock a worker holds while it works the session."""
+        raise self._not_shared()
+
+    async def renew_step(self, session_id: str, token: str, lease_seconds: float) -> bool:
+        """Renew the step lock; False if it was lost."""
+        raise self._not_shared()
+
+    async def drop_step(self, session_id: str, token: str) -> None:
+        """Release the step lock."""
+        raise self._not_shared()
+
+    async def run_in_flight(self, session_id: str) -> tuple[int, int] | None:
+        """``(total, done)`` of the run holding the lease in any process, or None."""
+        raise self._not_shared()
+
+    async def write_progress(self, session_id: str, total: int, done: int, ttl_seconds: float) -> None:
+        """Publish the run's sub-task counts to polls in other processes."""
+        raise self._not_shared()
+
+    async def pop_error(self, session_id: str) -> str | None:
+        """The failure of the last run (once)."""
+        raise self._not_shared()
+
+
+class _LocalIndex:
+    """The session index of a single-process store: records with their expiry times."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, tuple[SessionRecord, float]] = {}
+
+    @staticmethod
+    def expiry(record: SessionRecord) -> float:
+        return time.time() + record.ttl_seconds if record.ttl_seconds else float("inf")
+
+    def live(self, session_id: str) -> SessionRecord | None:
+        entry = self.records.get(session_id)
+        if entry is None or entry[1] <= time.time():
+            return None
+        return entry[0]
 
 
 class MemoryStore(Store):
@@ -105,6 +213,32 @@ class MemoryStore(Store):
 
     def __init__(self, url: str) -> None:
         super().__init__(url, InMemorySaver(serde=CompressingSerializer()))
+        self._index = _LocalIndex()
+
+    async def add_session(self, record: SessionRecord) -> None:
+        self._index.records[record.session_id] = (record, _LocalIndex.expiry(record))
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        record = self._index.live(session_id)
+        if record is None and session_id in self._index.records:
+            await self.delete(session_id)  # expired: its checkpoints go too
+        return record
+
+    async def touch(self, record: SessionRecord) -> None:
+        if record.session_id in self._index.records:
+            self._index.records[record.session_id] = (record, _LocalIndex.expiry(record))
+
+    async def sessions(self, model_key: str, user: str | None = None) -> list[str]:
+        return [
+            record.session_id
+            for record, _expires in list(self._index.records.values())
+            if record.model_key == model_key
+            and (user is None or record.user == user)
+            and self._index.live(record.session_id)
+        ]
+
+    async def _forget(self, session_id: str) -> None:
+        self._index.records.pop(session_id, None)
 
     async def prune(self, thread_id: str, keep: int) -> None:
         for ns, checkpoints in self.saver.storage.get(thread_id, {}).items():
@@ -183,7 +317,47 @@ class SqliteStore(Store):
         # WAL without an fsync per commit: a crash of the process loses nothing, a power cut the last
         # commits at most; the default fsyncs each of the several checkpoints a turn writes.
         await connection.execute("PRAGMA synchronous=NORMAL")
+        await connection.executescript(_SESSIONS_TABLE)
+        await connection.commit()
         return cls(url, saver, connection)
+
+    async def add_session(self, record: SessionRecord) -> None:
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO genie_sessions (session_id, model_key, user, ttl_seconds, expires_at, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (record.session_id, record.model_key, record.user, record.ttl_seconds, _expiry(record), time.time()),
+        )
+        await self._conn.commit()
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        sql = "SELECT model_key, user, ttl_seconds, expires_at FROM genie_sessions WHERE session_id = ?"
+        rows = await self._rows(sql, session_id)
+        if not rows:
+            return None
+        model_key, user, ttl_seconds, expires_at = rows[0]
+        if expires_at is not None and expires_at <= time.time():
+            await self.delete(session_id)  # expired: its checkpoints go too
+            return None
+        return SessionRecord(session_id, model_key, user, ttl_seconds)
+
+    async def touch(self, record: SessionRecord) -> None:
+        await self._conn.execute(
+            "UPDATE genie_sessions SET expires_at = ? WHERE session_id = ?", (_expiry(record), record.session_id)
+        )
+        await self._conn.commit()
+
+    async def sessions(self, model_key: str, user: str | None = None) -> list[str]:
+        sql = "SELECT session_id FROM genie_sessions WHERE model_key = ? AND (expires_at IS NULL OR expires_at > ?)"
+        params: tuple[Any, ...] = (model_key, time.time())
+        if user is not None:
+            sql += " AND user = ?"
+            params += (user,)
+        async with self._conn.execute(sql + " ORDER BY created_at", params) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def _forget(self, session_id: str) -> None:
+        await self._conn.execute("DELETE FROM genie_sessions WHERE session_id = ?", (session_id,))
+        await self._conn.commit()
 
     async def prune(self, thread_id: str, keep: int) -> None:
         await self._conn.execute(
@@ -243,23 +417,49 @@ class SqliteStore(Store):
         await self._conn.close()
 
 
+_SESSIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS genie_sessions (
+    session_id TEXT PRIMARY KEY, model_key TEXT NOT NULL, user TEXT, ttl_seconds REAL,
+    expires_at REAL, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS genie_sessions_by_user ON genie_sessions (model_key, user);
+"""
+
+
+def _expiry(record: SessionRecord) -> float | None:
+    return time.time() + record.ttl_seconds if record.ttl_seconds else None
+
+
 def default_store_url(data_dir: str | Path) -> str:
     """The embedded default: a SQLite file in ``data_dir``."""
     return f"sqlite:///{Path(data_dir).expanduser().resolve() / 'sessions.sqlite'}"
 
 
-async def open_store(url: str) -> Store:
-    """Open the store a URL names (``memory://`` or ``sqlite:///path``), creating what it needs.
+STORE_URL_FORMS = "memory://, sqlite:///path/to.db or redis://host:port/db"
+
+
+async def open_store(url: str, allowed_types: Iterable[tuple[str, str]] = ()) -> Store:
+    """Open the store a URL names (``memory://``, ``sqlite:///path``, ``redis://host:port/db``).
+
+    Args:
+        url: the store's URL.
+        allowed_types: ``(module, ClassName)`` pairs a store that revives objects may rebuild.
 
     Raises:
-        GenieGraphError: the URL's scheme is not supported.
+        GenieGraphError: the URL's scheme is not supported, or the store cannot be reached.
     """
     scheme = urlparse(url).scheme
     if scheme == "memory":
         return MemoryStore(url)
     if scheme == "sqlite":
         return await SqliteStore.open(url)
-    raise GenieGraphError(
-        f"unsupported store URL {url!r}; use memory:// or sqlite:///path/to.db "
-        "(redis://host:port/db arrives with the Redis backend)"
-    )
+    if scheme in ("redis", "rediss", "unix"):
+        from redis.exceptions import RedisError
+
+        from ._redis import RedisStore
+
+        try:
+            return await RedisStore.open(url, allowed_types)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(url, exc) from exc
+    raise GenieGraphError(f"unsupported store URL {url!r}; use {STORE_URL_FORMS}")

@@ -11,7 +11,8 @@
     ├── SessionBusy                a background run is still in flight for the session
     ├── EventFailed                a hook raised while an event was processed; the session is unchanged
     ├── SecondaryStorageError      a write-once secondary-storage key was written twice
-    └── SchemaUpgradeError         stored data has a schema version the class cannot read
+    ├── SchemaUpgradeError         stored data has a schema version the class cannot read
+    └── StoreUnavailable           the store (Redis) cannot be reached; nothing changed
 
 Every message ends with what to do about it.
 """
@@ -198,3 +199,23 @@ class SchemaUpgradeError(GenieGraphError, ValueError):
 
 class SerializationError(GenieGraphError, ValueError):
     """A serialized payload is not ``b"{version}:{0|1}:{json}"`` or cannot be decompressed or decoded."""
+
+
+class StoreUnavailable(GenieGraphError):
+    """The store (Redis, say) cannot be reached; nothing was changed. Retry once it is back.
+
+    Attributes:
+        url: the store's URL, without credentials.
+    """
+
+    def __init__(self, url: str, cause: BaseException) -> None:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(url)
+        if parsed.hostname:
+            parsed = parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else ""))
+        self.url = parsed.geturl()
+        super().__init__(
+            f"the store at {self.url} is unavailable ({type(cause).__name__}: {cause}); the request changed "
+            "nothing, retry once the store is back"
+        )

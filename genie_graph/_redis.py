@@ -1,0 +1,332 @@
+"""Redis, the production store: checkpoints via ``langgraph-checkpoint-redis``, and what sits beside them.
+
+Keys (``{sid}`` is the session id):
+
+* the saver's own: ``checkpoint:{sid}:...``, ``checkpoint_write:{sid}:...``,
+  ``write_keys_zset:{sid}:...``, ``checkpoint_latest:{sid}:...``; only the latest
+  ``keep_checkpoints`` checkpoints of a session are kept (see ``Store.prune``);
+* ``genie:session:{sid}``: the session record (model key, user), the source of truth for whether a
+  session exists; it expires after the idle time, and every other key of the session a little later;
+* ``genie:sessions:{model_key}`` and ``genie:user:{email}:{model_key}``: sorted sets of session ids,
+  scored by expiry time, to list sessions;
+* ``genie:lock:{sid}``: the event lock (redis-py ``Lock``), held while an event is decided;
+* ``genie:run:{sid}``: the run lease (a redis-py ``Lock`` whose token is the run id), held while a
+  background run is queued or working and renewed by its heartbeat; a lease that expires marks an
+  orphaned run, which the next poll (or a worker's sweep) resumes from its last checkpoint;
+* ``genie:progress:{sid}``: the sub-task counts of the run in flight; ``genie:error:{sid}``: the
+  failure of the last run, until a poll reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
+from langgraph.checkpoint.redis.util import to_storage_safe_id
+from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError
+from redisvl.query import FilterQuery
+from redisvl.query.filter import Tag
+
+from ._stores import SessionRecord, Store, StoreMark
+from .errors import SessionBusy
+
+_WRITE_KEYS = "write_keys_zset"
+_MANY = 10_000
+EXPIRY_GRACE_SECONDS = 60
+"""Checkpoint keys outlive the session record by this much, so a session is gone before its parts."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore(Store):
+    """Sessions in Redis 8 (or Redis Stack) with the JSON and Search modules (``redis://host:port/db``).
+
+    Shared by any number of processes: the event lock, run leases and progress live in Redis too.
+    """
+
+    scheme = "redis"
+    saver: AsyncRedisSaver
+    shared = True
+
+    def __init__(self, url: str, saver: AsyncRedisSaver, client: Redis) -> None:
+        super().__init__(url, saver)
+        self.client = client
+
+    @classmethod
+    async def open(cls, url: str, allowed_types: Iterable[tuple[str, str]] = ()) -> RedisStore:
+        client = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=10)
+        saver = AsyncRedisSaver(redis_client=client)
+        saver.serde = JsonPlusRedisSerializer(allowed_json_modules=sorted(set(allowed_types)))
+        await saver.asetup()
+        return cls(url, saver, client)
+
+    def allow_types(self, allowed_types: Iterable[tuple[str, str]]) -> None:
+        """The ``(module, ClassName)`` pairs the saver may rebuild from JSON: the registered models' types."""
+        self.saver.serde = JsonPlusRedisSerializer(allowed_json_modules=sorted(set(allowed_types)))
+
+    # ---- the saver's keys -----------------------------------------------------------------
+    async def _checkpoints(self, thread_id: str) -> list[tuple[str, str]]:
+        """``(checkpoint_ns, checkpoint_id)`` of every checkpoint of a thread, as stored."""
+        query = FilterQuery(
+            filter_expression=Tag("thread_id") == to_storage_safe_id(thread_id),
+            return_fields=["checkpoint_ns", "checkpoint_id"],
+            num_results=_MANY,
+        )
+        result = await self.saver.checkpoints_index.search(query)
+        return [(getattr(doc, "checkpoint_ns", ""), getattr(doc, "checkpoint_id", "")) for doc in result.docs]
+
+    async def _writes(self, thread_id: str) -> list[tuple[str, str, str, int]]:
+        """``(checkpoint_ns, checkpoint_id, task_id, idx)`` of every pending write of a thread."""
+        query = FilterQuery(
+            filter_expression=Tag("thread_id") == to_storage_safe_id(thread_id),
+            return_fields=["checkpoint_ns", "checkpoint_id", "task_id", "idx"],
+            num_results=_MANY,
+        )
+        result = await self.saver.checkpoint_writes_index.search(query)
+        return [
+            (
+                getattr(doc, "checkpoint_ns", ""),
+                getattr(doc, "checkpoint_id", ""),
+                getattr(doc, "task_id", ""),
+                int(getattr(doc, "idx", 0)),
+            )
+            for doc in result.docs
+        ]
+
+    def _checkpoint_key(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
+        return self.saver._make_redis_checkpoint_key(to_storage_safe_id(thread_id), ns, checkpoint_id)
+
+    def _write_key(self, thread_id: str, write: tuple[str, str, str, int]) -> str:
+        ns, checkpoint_id, task_id, idx = write
+        return self.saver._make_redis_checkpoint_writes_key(
+            to_storage_safe_id(thread_id), ns, checkpoint_id, task_id, idx
+        )
+
+    def _registry_key(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
+        return ":".join([_WRITE_KEYS, to_storage_safe_id(thread_id), ns, checkpoint_id])
+
+    def _latest_key(self, thread_id: str, ns: str) -> str:
+        return ":".join(["checkpoint_latest", to_storage_safe_id(thread_id), ns])
+
+    async def _drop(
+        self, thread_id: str, checkpoints: list[tuple[str, str]], writes: list[tuple[str, str, str, int]]
+    ) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for ns, checkpoint_id in checkpoints:
+            pipe.delete(self._checkpoint_key(thread_id, ns, checkpoint_id), self._registry_key(thread_id, ns, checkpoint_id))
+        for write in writes:
+            pipe.delete(self._write_key(thread_id, write))
+            pipe.zrem(self._registry_key(thread_id, write[0], write[1]), self._write_key(thread_id, write))
+        await pipe.execute()
+
+    async def prune(self, thread_id: str, keep: int) -> None:
+        checkpoints = sorted(await self._checkpoints(thread_id), key=lambda item: item[1], reverse=True)
+        kept, dropped = checkpoints[:keep], checkpoints[keep:]
+        kept_ids = {checkpoint_id for _ns, checkpoint_id in kept}
+        writes = await self._writes(thread_id)
+        await self._drop(thread_id, dropped, [write for write in writes if write[1] not in kept_ids])
+        ttl = await self.client.ttl(self._session_key(thread_id))
+        if ttl > 0:  # the kept parts expire a little after the session record
+            pipe = self.client.pipeline(transaction=False)
+            seconds = ttl + EXPIRY_GRACE_SECONDS
+            for ns, checkpoint_id in kept:
+                pipe.expire(self._checkpoint_key(thread_id, ns, checkpoint_id), seconds)
+                pipe.expire(self._registry_key(thread_id, ns, checkpoint_id), seconds)
+                pipe.expire(self._latest_key(thread_id, ns), seconds)
+            for write in writes:
+                if write[1] in kept_ids:
+                    pipe.expire(self._write_key(thread_id, write), seconds)
+            await pipe.execute()
+
+    async def mark(self, thread_id: str) -> StoreMark:
+        return StoreMark(
+            frozenset(checkpoint_id for _ns, checkpoint_id in await self._checkpoints(thread_id)),
+            frozenset((w[1], w[2], w[3]) for w in await self._writes(thread_id)),
+        )
+
+    async def rollback(self, thread_id: str, mark: StoreMark) -> None:
+        checkpoints = await self._checkpoints(thread_id)
+        new_checkpoints = [item for item in checkpoints if item[1] not in mark.checkpoints]
+        new_writes = [w for w in await self._writes(thread_id) if (w[1], w[2], w[3]) not in mark.writes]
+        await self._drop(thread_id, new_checkpoints, new_writes)
+        remaining: dict[str, str] = {}
+        for ns, checkpoint_id in checkpoints:
+            if checkpoint_id in mark.checkpoints and checkpoint_id > remaining.get(ns, ""):
+                remaining[ns] = checkpoint_id
+        for ns, checkpoint_id in remaining.items():  # the saver reads the latest checkpoint through this pointer
+            await self.client.set(self._latest_key(thread_id, ns), self._checkpoint_key(thread_id, ns, checkpoint_id), keepttl=True)
+
+    async def size_of(self, thread_id: str) -> int:
+        checkpoints = await self._checkpoints(thread_id)
+        keys = [self._checkpoint_key(thread_id, ns, cid) for ns, cid in checkpoints]
+        keys += [self._registry_key(thread_id, ns, cid) for ns, cid in checkpoints]
+        keys += [self._latest_key(thread_id, ns) for ns in {ns for ns, _cid in checkpoints}]
+        keys += [self._write_key(thread_id, write) for write in await self._writes(thread_id)]
+        keys += [self._session_key(thread_id)]
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key)
+        return sum(int(size or 0) for size in await pipe.execute())
+
+    async def delete(self, thread_id: str) -> None:
+        record = await self.session(thread_id)
+        await self.saver.adelete_thread(thread_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self._session_key(thread_id), *(self._run_keys(thread_id)))
+        if record is not None:
+            for key in self._index_keys(record):
+                pipe.zrem(key, thread_id)
+        await pipe.execute()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # ---- sessions ------------------------------------------------------------------------
+    @staticmethod
+    def _session_key(session_id: str) -> str:
+        return f"genie:session:{session_id}"
+
+    @staticmethod
+    def _index_keys(record: SessionRecord) -> list[str]:
+        keys = [f"genie:sessions:{record.model_key}"]
+        if record.user:
+            keys.append(f"genie:user:{record.user}:{record.model_key}")
+        return keys
+
+    @staticmethod
+    def _run_keys(session_id: str) -> list[str]:
+        return [f"genie:{part}:{session_id}" for part in ("lock", "run", "step", "progress", "error")]
+
+    async def add_session(self, record: SessionRecord) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(
+            self._session_key(record.session_id),
+            mapping={"model_key": record.model_key, "user": record.user or "", "ttl": record.ttl_seconds or 0},
+        )
+        if record.ttl_seconds:
+            pipe.expire(self._session_key(record.session_id), int(record.ttl_seconds))
+        expires = time.time() + record.ttl_seconds if record.ttl_seconds else float("inf")
+        for key in self._index_keys(record):
+            pipe.zadd(key, {record.session_id: expires})
+        await pipe.execute()
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        values = await self.client.hgetall(self._session_key(session_id))
+        if not values:
+            return None
+        fields = {_text(k): _text(v) for k, v in values.items()}
+        return SessionRecord(session_id, fields["model_key"], fields["user"] or None, float(fields.get("ttl") or 0) or None)
+
+    async def touch(self, record: SessionRecord) -> None:
+        if not record.ttl_seconds:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.expire(self._session_key(record.session_id), int(record.ttl_seconds))
+        for key in self._index_keys(record):
+            pipe.zadd(key, {record.session_id: time.time() + record.ttl_seconds})
+        await pipe.execute()
+
+    async def sessions(self, model_key: str, user: str | None = None) -> list[str]:
+        key = f"genie:user:{user}:{model_key}" if user else f"genie:sessions:{model_key}"
+        await self.client.zremrangebyscore(key, "-inf", time.time())
+        return [_text(member) for member in await self.client.zrange(key, 0, -1)]
+
+    # ---- coordination between processes --------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def event_lock(self, session_id: str, event: str, wait_seconds: float) -> AsyncIterator[None]:
+        lock = Lock(self.client, f"genie:lock:{session_id}", timeout=max(60.0, wait_seconds * 2), thread_local=False)
+        if not await lock.acquire(blocking=True, blocking_timeout=wait_seconds):
+            raise SessionBusy(session_id, event)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(LockError):
+                await lock.release()
+
+    def _lease(self, session_id: str, seconds: float, run_id: str | None = None) -> Lock:
+        lease = Lock(self.client, f"genie:run:{session_id}", timeout=seconds, thread_local=False)
+        if run_id is not None:
+            lease.local.token = run_id.encode()
+        return lease
+
+    async def claim_run(self, session_id: str, run_id: str, lease_seconds: float) -> bool:
+        """Take the run lease for ``run_id``: True if no other run holds it (or it already is ours)."""
+        lease = self._lease(session_id, lease_seconds, run_id)
+        if await lease.owned():
+            await lease.reacquire()
+            return True
+        return bool(await lease.acquire(blocking=False, token=run_id))
+
+    async def owns_run(self, session_id: str, run_id: str) -> bool:
+        """Whether the run lease is held by ``run_id``."""
+        return bool(await self._lease(session_id, 1, run_id).owned())
+
+    async def renew_run(self, session_id: str, run_id: str, lease_seconds: float) -> bool:
+        """Keep the lease alive; False if it was lost (expired and taken over)."""
+        try:
+            await self._lease(session_id, lease_seconds, run_id).reacquire()
+            return True
+        except LockError:
+            return False
+
+    async def end_run(self, session_id: str, run_id: str, error: str | None = None) -> None:
+        """Release the lease; a failure is kept for the next poll to report."""
+        pipe = self.client.pipeline(transaction=False)
+        if error is not None:
+            pipe.set(f"genie:error:{session_id}", error, ex=24 * 3600)
+        pipe.delete(f"genie:progress:{session_id}")
+        await pipe.execute()
+        with contextlib.suppress(LockError):
+            await self._lease(session_id, 1, run_id).release()
+
+    def _step(self, session_id: str, seconds: float, token: str) -> Lock:
+        step = Lock(self.client, f"genie:step:{session_id}", timeout=seconds, thread_local=False)
+        step.local.token = token.encode()
+        return step
+
+    async def take_step(self, session_id: str, token: str, lease_seconds: float) -> bool:
+        """The step lock: one worker at a time works a session's invoker state, whatever the queue delivers."""
+        return bool(await self._step(session_id, lease_seconds, token).acquire(blocking=False, token=token))
+
+    async def renew_step(self, session_id: str, token: str, lease_seconds: float) -> bool:
+        try:
+            await self._step(session_id, lease_seconds, token).reacquire()
+            return True
+        except LockError:
+            return False
+
+    async def drop_step(self, session_id: str, token: str) -> None:
+        with contextlib.suppress(LockError):
+            await self._step(session_id, 1, token).release()
+
+    async def run_in_flight(self, session_id: str) -> tuple[int, int] | None:
+        """``(total, done)`` sub-task counts of the run holding the lease, or None if none does."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(f"genie:run:{session_id}")
+        pipe.hmget(f"genie:progress:{session_id}", "total", "done")
+        held, (total, done) = await pipe.execute()
+        if not held:
+            return None
+        return int(total or 0), int(done or 0)
+
+    async def write_progress(self, session_id: str, total: int, done: int, ttl_seconds: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(f"genie:progress:{session_id}", mapping={"total": total, "done": done})
+        pipe.expire(f"genie:progress:{session_id}", int(ttl_seconds) + 1)
+        await pipe.execute()
+
+    async def pop_error(self, session_id: str) -> str | None:
+        value = await self.client.getdel(f"genie:error:{session_id}")
+        return None if value is None else _text(value)
+
+    async def ping(self) -> None:
+        await asyncio.wait_for(self.client.ping(), timeout=5)

