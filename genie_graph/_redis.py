@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
 from langgraph.checkpoint.redis.util import to_storage_safe_id
@@ -47,6 +49,26 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class _RedisSaver(AsyncRedisSaver):
+    """The async saver, with the synchronous listing LangGraph's sync ``get_state_history`` needs."""
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - LangGraph's parameter name
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        if self.loop is None:
+            raise RuntimeError("the Redis saver is not set up yet")
+
+        async def collect() -> list[CheckpointTuple]:
+            return [item async for item in self.alist(config, filter=filter, before=before, limit=limit)]
+
+        yield from asyncio.run_coroutine_threadsafe(collect(), self.loop).result()
+
+
 class RedisStore(Store):
     """Sessions in Redis 8 (or Redis Stack) with the JSON and Search modules (``redis://host:port/db``).
 
@@ -64,7 +86,7 @@ class RedisStore(Store):
     @classmethod
     async def open(cls, url: str, allowed_types: Iterable[tuple[str, str]] = ()) -> RedisStore:
         client = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=10)
-        saver = AsyncRedisSaver(redis_client=client)
+        saver = _RedisSaver(redis_client=client)
         saver.serde = JsonPlusRedisSerializer(allowed_json_modules=sorted(set(allowed_types)))
         await saver.asetup()
         return cls(url, saver, client)

@@ -7,14 +7,31 @@ from pathlib import Path
 
 import pytest
 
-STORES = ["memory", "sqlite"]
+from tests.services import RedisServer
+
+STORES = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis 8 with the JSON and Search modules, started once per test process."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 @pytest.fixture(params=STORES)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store URL of each kind."""
+    """A fresh store URL of each kind (sessions have unique ids, so Redis needs no flushing)."""
     if request.param == "memory":
         return "memory://"
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
     return f"sqlite:///{tmp_path / 'sessions.sqlite'}"
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -56,6 +57,7 @@ class RedisServer:
         self.directory = directory
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
 
     @property
     def url(self) -> str:
@@ -71,8 +73,8 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - kept open for the server's life
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        self._log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - kept open for the server's life
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 20
         while True:
@@ -100,6 +102,9 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=20)
         self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def python_process(args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
@@ -107,5 +112,9 @@ def python_process(args: Sequence[str], env: dict[str, str] | None = None, log: 
     root = Path(__file__).resolve().parent.parent
     environment = {**os.environ, **(env or {})}
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), environment.get("PYTHONPATH")]))
-    output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen([sys.executable, *args], env=environment, cwd=root, stdout=output, stderr=subprocess.STDOUT)
+    if log is None:
+        return subprocess.Popen([sys.executable, *args], env=environment, cwd=root, stdout=subprocess.DEVNULL)
+    with open(log, "ab") as output:  # the child keeps its own handle
+        return subprocess.Popen(
+            [sys.executable, *args], env=environment, cwd=root, stdout=output, stderr=subprocess.STDOUT
+        )
