@@ -909,6 +909,25 @@ class GenieFlow:
         return await self._async(self._send(model_key, event))
 
     # ---- inspection ---------------------------------------------------------------------
+    async def _user_sessions(self, model_key: str, user_info: User | Mapping[str, Any] | None) -> list[str]:
+        self.flow_of(model_key)
+        user = None if user_info is None else user_info if isinstance(user_info, User) else User.model_validate(user_info)
+        return await (await self._open_store()).sessions(model_key, _user_key(user))
+
+    def user_sessions(self, model_key: str, user_info: User | Mapping[str, Any] | None = None) -> list[str]:
+        """Ids of the live sessions of ``model_key`` started for ``user_info`` (matched by email,
+        case-insensitively); with no user, every live session of the model key.
+
+        Raises:
+            UnknownModelKey: nothing is registered under ``model_key``.
+            pydantic.ValidationError: ``user_info`` is not a valid ``User``.
+        """
+        return self._sync(self._user_sessions(model_key, user_info))
+
+    async def auser_sessions(self, model_key: str, user_info: User | Mapping[str, Any] | None = None) -> list[str]:
+        """Async twin of :meth:`user_sessions`."""
+        return await self._async(self._user_sessions(model_key, user_info))
+
     async def _get_task_state(self, model_key: str, session_id: str) -> AIStatusResponse:
         self.flow_of(model_key)
         if await self._progress_elsewhere(session_id) is not None:

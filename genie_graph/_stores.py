@@ -134,7 +134,7 @@ class Store(ABC):
 
     @abstractmethod
     async def sessions(self, model_key: str, user: str | None = None) -> list[str]:
-        """Ids of the live sessions of a model key (of one user, if given), oldest first."""
+        """Ids of the live sessions of a model key (of one user, if given)."""
 
     async def _forget(self, session_id: str) -> None:  # noqa: B027 - backends with an index override
         """Drop the session's record from the index."""

@@ -118,3 +118,47 @@ def python_process(args: Sequence[str], env: dict[str, str] | None = None, log: 
         return subprocess.Popen(
             [sys.executable, *args], env=environment, cwd=root, stdout=output, stderr=subprocess.STDOUT
         )
+
+
+class Worker:
+    """A real ``genie-graph worker`` process (Celery, threads pool) for a flow on a Redis store."""
+
+    def __init__(self, flow: str, redis_url: str, log: Path, queues: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.flow, self.redis_url, self.log, self.queues = flow, redis_url, log, queues
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        args = ["-m", "genie_graph._cli", "--flow", self.flow, "--store", self.redis_url, "worker", "--concurrency", "4"]
+        if self.queues:
+            args += ["--queues", self.queues]
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        self.process = python_process(args, env={**offline_env(), **self.env}, log=self.log)
+        deadline = time.monotonic() + 60
+        while b" ready." not in self.log.read_bytes()[offset:]:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready within 60 s; see {self.log}")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def offline_env() -> dict[str, str]:
+    """Environment for a child process: no LLM endpoint configured (examples answer offline)."""
+    return {name: "" for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "GENIE_GRAPH_OPENAI_BASE_URL")}

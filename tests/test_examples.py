@@ -9,7 +9,9 @@ import pytest
 
 import graphs
 from genie_graph import POLL, EventInput, GenieFlow
+from tests.conftest import STORES
 from tests.helpers import send
+from tests.services import RedisServer, Worker
 from tests.openai_server import recorded_requests, reset_requests, start_openai_server
 
 PROMPTS = Path(graphs.__file__).resolve().parent.parent / "prompts"
@@ -23,13 +25,36 @@ def _dialogue(flow: GenieFlow, key: str, session_id: str) -> list[tuple[str, str
     return [(str(e.actor), e.actor_text) for e in flow.get_model(key, session_id).dialogue]
 
 
-@pytest.fixture
-def flow(store_url: str) -> Iterator[GenieFlow]:
-    flow = graphs.create_flow(store_url)
+@pytest.fixture(scope="module")
+def example_workers(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
+    """Two real Celery workers serving the examples (``graphs:flow``) from the test Redis."""
+    logs = tmp_path_factory.mktemp("workers")
+    workers = [Worker("graphs:flow", redis_server.url, logs / f"worker{n}.log").start() for n in range(2)]
+    yield workers
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture(params=[*STORES, "redis+celery"])
+def flow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GenieFlow]:
+    """The examples on each store, and on Redis with their invoker states on Celery workers."""
+    if request.param == "redis+celery":
+        request.getfixturevalue("example_workers")
+        flow = graphs.create_flow(request.getfixturevalue("redis_url"), runner="celery")
+    else:
+        flow = graphs.create_flow(_store_of(request, tmp_path))
     try:
         yield flow
     finally:
         flow.close()
+
+
+def _store_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return f"sqlite:///{tmp_path / 'sessions.sqlite'}"
 
 
 def test_every_example_is_registered(flow: GenieFlow) -> None:
