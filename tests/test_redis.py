@@ -1,0 +1,111 @@
+"""The Redis store itself: storage growth, expiry, the user index, the allow-list, an outage."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+import graphs
+from genie_graph import EventInput, GenieFlow
+from genie_graph._model import reachable_types
+from genie_graph.errors import StoreUnavailable, UnknownSession
+from tests.helpers import send
+from tests.services import RedisServer
+
+USER = {"email": "Ada@Example.org", "firstname": "Ada", "lastname": "Lovelace"}
+
+
+def _turns(flow: GenieFlow, session_id: str, count: int) -> None:
+    for n in range(count):
+        answer = send(flow, "q_and_a", session_id, "user_input", f"question {n} " + "x" * 20)
+        assert answer.error is None
+
+
+def test_storage_stays_linear_and_below_genie_flows(redis_url: str) -> None:
+    """Genie Flow keeps 42 KB for a 50-turn session; bare RedisSaver 4.9 MB."""
+    with graphs.create_flow(redis_url) as flow:
+        sizes = {}
+        for turns in (10, 50, 100):
+            session_id = flow.create_new_session("q_and_a").session_id
+            _turns(flow, session_id, turns)
+            sizes[turns] = flow.session_bytes("q_and_a", session_id)
+    assert sizes[50] < 42_000, sizes
+    per_turn_early = (sizes[50] - sizes[10]) / 40
+    per_turn_late = (sizes[100] - sizes[50]) / 50
+    assert 0.5 < per_turn_late / per_turn_early < 1.5, sizes  # linear: no copy of the dialogue per turn
+
+
+def test_only_the_latest_checkpoints_stay_in_redis(redis_url: str) -> None:
+    with graphs.create_flow(redis_url, keep_checkpoints=2) as flow:
+        session_id = flow.create_new_session("q_and_a").session_id
+        _turns(flow, session_id, 5)
+        client = redis.Redis.from_url(redis_url)
+        assert len(list(client.scan_iter(match=f"checkpoint:{session_id}:*"))) == 2
+        history = list(flow.graph("q_and_a").get_state_history({"configurable": {"thread_id": session_id}}))
+        assert len(history) == 2
+        client.close()
+
+
+def test_sessions_expire_after_the_idle_time_and_events_renew_it(redis_url: str) -> None:
+    with graphs.create_flow(redis_url, session_ttl_seconds=2) as flow:
+        idle = flow.create_new_session("q_and_a").session_id
+        busy = flow.create_new_session("q_and_a").session_id
+        client = redis.Redis.from_url(redis_url)
+        assert 0 < client.ttl(f"genie:session:{idle}") <= 2
+        for _ in range(3):
+            time.sleep(0.8)
+            send(flow, "q_and_a", busy, "user_input", "still here")
+        with pytest.raises(UnknownSession):
+            flow.get_model("q_and_a", idle)
+        with pytest.raises(UnknownSession):
+            flow.process_event("q_and_a", EventInput(session_id=idle, event="poll", event_input=""))
+        assert idle not in flow.user_sessions("q_and_a")
+        assert len(flow.get_model("q_and_a", busy).dialogue) == 7
+        for key in client.scan_iter(match=f"*{busy}*"):  # every part of a session expires, a little after it
+            assert client.ttl(key) > 0, key
+        client.close()
+
+
+def test_user_sessions_are_listed_per_model_key(store_url: str) -> None:
+    with graphs.create_flow(store_url) as flow:
+        mine = [flow.create_new_session("q_and_a", user_info=USER).session_id for _ in range(2)]
+        other_key = flow.create_new_session("q_and_a_cond", user_info=USER).session_id
+        someone_else = flow.create_new_session("q_and_a", user_info={**USER, "email": "bob@example.org"}).session_id
+        anonymous = flow.create_new_session("q_and_a").session_id
+        found = flow.user_sessions("q_and_a", {**USER, "email": "ada@example.ORG"})
+        assert sorted(found) == sorted(mine)
+        assert flow.user_sessions("q_and_a_cond", USER) == [other_key]
+        assert {*mine, someone_else, anonymous} <= set(flow.user_sessions("q_and_a"))
+
+
+def test_the_allow_list_names_exactly_the_registered_types(redis_url: str) -> None:
+    with graphs.create_flow(redis_url) as flow:
+        flow.create_new_session("q_and_a")
+        allowed = set(flow._store.saver.serde._allowed_json_modules or ())  # type: ignore[union-attr]
+    expected = reachable_types(graphs.MODELS.values())
+    assert ("graphs.q_and_a", "QandAModel") in expected
+    assert ("genie_graph._model", "DialogueElement") in expected
+    assert {tuple(item) for item in allowed} == expected
+
+
+def test_a_redis_outage_gives_clear_errors_and_loses_nothing(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        with graphs.create_flow(server.url) as flow:
+            session_id = flow.create_new_session("q_and_a").session_id
+            send(flow, "q_and_a", session_id, "user_input", "before")
+            server.stop()
+            with pytest.raises(StoreUnavailable, match="unavailable.*retry once the store is back"):
+                flow.process_event("q_and_a", EventInput(session_id=session_id, event="user_input", event_input="lost"))
+            with pytest.raises(StoreUnavailable):
+                flow.create_new_session("q_and_a")
+            server.start()
+            texts = [element.actor_text for element in flow.get_model("q_and_a", session_id).dialogue]
+            assert [text.split(".")[0] for text in texts[1:]] == ["before", "You said: 'before'"]
+            answer = send(flow, "q_and_a", session_id, "user_input", "after")
+            assert answer.error is None and answer.response.startswith("You said: 'after'")
+    finally:
+        server.stop()
