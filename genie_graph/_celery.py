@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from celery import Celery
+from celery import Celery  # type: ignore[import-untyped]
 
 if TYPE_CHECKING:
     from ._runtime import GenieFlow
@@ -59,7 +59,9 @@ def send_advance(flow: GenieFlow, queue: str, model_key: str, session_id: str, r
     celery_app(flow).send_task(ADVANCE_TASK, args=[model_key, session_id, run_id, checkpoint_id], queue=queue)
 
 
-def run_worker(flow: GenieFlow, queues: Sequence[str], concurrency: int, loglevel: str = "INFO", extra: Sequence[str] = ()) -> None:
+def run_worker(
+    flow: GenieFlow, queues: Sequence[str], concurrency: int, loglevel: str = "INFO", extra: Sequence[str] = ()
+) -> None:
     """Run a Celery worker for ``flow`` in this process until it is stopped (blocks).
 
     The worker uses threads: each task hands its work to the flow's event loop, where invoker
@@ -81,5 +83,3 @@ def _hostname(queues: Sequence[str]) -> str:
     import socket
 
     return f"genie-graph-{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}"
-
-

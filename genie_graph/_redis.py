@@ -33,8 +33,8 @@ from langgraph.checkpoint.redis.util import to_storage_safe_id
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
-from redisvl.query import FilterQuery
-from redisvl.query.filter import Tag
+from redisvl.query import FilterQuery  # type: ignore[import-untyped]
+from redisvl.query.filter import Tag  # type: ignore[import-untyped]
 
 from ._stores import SessionRecord, Store, StoreMark
 from .errors import SessionBusy
@@ -144,7 +144,9 @@ class RedisStore(Store):
     ) -> None:
         pipe = self.client.pipeline(transaction=False)
         for ns, checkpoint_id in checkpoints:
-            pipe.delete(self._checkpoint_key(thread_id, ns, checkpoint_id), self._registry_key(thread_id, ns, checkpoint_id))
+            pipe.delete(
+                self._checkpoint_key(thread_id, ns, checkpoint_id), self._registry_key(thread_id, ns, checkpoint_id)
+            )
         for write in writes:
             pipe.delete(self._write_key(thread_id, write))
             pipe.zrem(self._registry_key(thread_id, write[0], write[1]), self._write_key(thread_id, write))
@@ -185,7 +187,9 @@ class RedisStore(Store):
             if checkpoint_id in mark.checkpoints and checkpoint_id > remaining.get(ns, ""):
                 remaining[ns] = checkpoint_id
         for ns, checkpoint_id in remaining.items():  # the saver reads the latest checkpoint through this pointer
-            await self.client.set(self._latest_key(thread_id, ns), self._checkpoint_key(thread_id, ns, checkpoint_id), keepttl=True)
+            await self.client.set(
+                self._latest_key(thread_id, ns), self._checkpoint_key(thread_id, ns, checkpoint_id), keepttl=True
+            )
 
     async def size_of(self, thread_id: str) -> int:
         checkpoints = await self._checkpoints(thread_id)
@@ -246,7 +250,9 @@ class RedisStore(Store):
         if not values:
             return None
         fields = {_text(k): _text(v) for k, v in values.items()}
-        return SessionRecord(session_id, fields["model_key"], fields["user"] or None, float(fields.get("ttl") or 0) or None)
+        return SessionRecord(
+            session_id, fields["model_key"], fields["user"] or None, float(fields.get("ttl") or 0) or None
+        )
 
     async def touch(self, record: SessionRecord) -> None:
         if not record.ttl_seconds:

@@ -37,7 +37,7 @@ from ._flow import POLL, CompiledFlow, GenieCompat, compile_flow
 from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
 from ._model import GenieModel, StateKind, reachable_types
 from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
-from ._stores import STORE_URL_FORMS, SessionRecord, Store, StoreMark, default_store_url, open_store
+from ._stores import SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
 from ._user import User
 from .errors import (
@@ -239,8 +239,8 @@ class GenieFlow:
         if run_lease_seconds <= 0 or dispatch_timeout_seconds <= 0:
             raise ValueError("run_lease_seconds and dispatch_timeout_seconds must be positive")
         self.compat = compat or GenieCompat()
-        self._store_url = store or os.environ.get("GENIE_GRAPH_STORE") or default_store_url(
-            data_dir or default_data_dir()
+        self._store_url = (
+            store or os.environ.get("GENIE_GRAPH_STORE") or default_store_url(data_dir or default_data_dir())
         )
         self.runner = runner or os.environ.get("GENIE_GRAPH_RUNNER") or "inline"
         self._broker_url = broker_url or os.environ.get("GENIE_GRAPH_BROKER_URL")
@@ -443,8 +443,11 @@ class GenieFlow:
                 logger.warning("could not renew the run lease of session %s: %s", session_id, exc)
                 continue
             if not alive:
-                logger.warning("run %s of session %s lost its lease (it ran longer than the lease without a beat)",
-                               run_id, session_id)
+                logger.warning(
+                    "run %s of session %s lost its lease (it ran longer than the lease without a beat)",
+                    run_id,
+                    session_id,
+                )
 
     async def _start_run(
         self,
@@ -485,7 +488,9 @@ class GenieFlow:
             progress_token = current_progress.set(run.progress)
             report_token = current_report.set(report)
             heartbeat = (
-                asyncio.create_task(self._heartbeat(store, session_id, run.run_id, step_token)) if store.shared else None
+                asyncio.create_task(self._heartbeat(store, session_id, run.run_id, step_token))
+                if store.shared
+                else None
             )
             config = self._config(model_key, session_id)
             undo = False
@@ -539,7 +544,9 @@ class GenieFlow:
             with contextlib.suppress(Exception):  # an unreachable store lets the lease run out instead
                 await store.end_run(session_id, run.run_id, None if undo else run.error)
 
-    async def _work_one_invoker_state(self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig) -> None:
+    async def _work_one_invoker_state(
+        self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig
+    ) -> None:
         """A worker's share of a run: the pending invoker state, then on to the next interrupt or invoker state."""
         while True:
             await graph.ainvoke(None, config, durability="sync", interrupt_after=flow.invoker_states)
@@ -623,7 +630,9 @@ class GenieFlow:
         graph = await self._graph(model_key)
         session_id = str(ULID().to_uuid())
         model = flow.model_class(session_id=session_id, seed_data=seed_data)
-        user = None if user_info is None else user_info if isinstance(user_info, User) else User.model_validate(user_info)
+        user = (
+            None if user_info is None else user_info if isinstance(user_info, User) else User.model_validate(user_info)
+        )
         if user is not None:
             model.secondary_storage["user_info"] = user
         config = self._config(model_key, session_id, **{RECORD_INTRO: record_intro})
@@ -911,7 +920,9 @@ class GenieFlow:
     # ---- inspection ---------------------------------------------------------------------
     async def _user_sessions(self, model_key: str, user_info: User | Mapping[str, Any] | None) -> list[str]:
         self.flow_of(model_key)
-        user = None if user_info is None else user_info if isinstance(user_info, User) else User.model_validate(user_info)
+        user = (
+            None if user_info is None else user_info if isinstance(user_info, User) else User.model_validate(user_info)
+        )
         return await (await self._open_store()).sessions(model_key, _user_key(user))
 
     def user_sessions(self, model_key: str, user_info: User | Mapping[str, Any] | None = None) -> list[str]:

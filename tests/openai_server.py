@@ -110,9 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
         if "__SLOW__" in last:
             time.sleep(SLOW_SECONDS)
         if "__MESSAGES__" in last:
-            reply = json.dumps(
-                [{"role": m.get("role"), "content": _as_text(m.get("content"))} for m in messages]
-            )
+            reply = json.dumps([{"role": m.get("role"), "content": _as_text(m.get("content"))} for m in messages])
         else:
             reply = "ECHO: " + last
         model = str(body.get("model") or "fake-model")

@@ -20,7 +20,9 @@ def handle(flow: Any, request: dict[str, Any]) -> Any:
     if op == "create":
         return flow.create_new_session(MODEL_KEY).model_dump(mode="json")
     if op == "event":
-        event = EventInput(session_id=request["session_id"], event=request["event"], event_input=request.get("text", ""))
+        event = EventInput(
+            session_id=request["session_id"], event=request["event"], event_input=request.get("text", "")
+        )
         return flow.process_event(MODEL_KEY, event).model_dump(mode="json")
     if op == "model":
         return flow.get_model(MODEL_KEY, request["session_id"]).model_dump(mode="json")

@@ -107,7 +107,9 @@ class RedisServer:
             self._log = None
 
 
-def python_process(args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+def python_process(
+    args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``python -m ...`` (or a script) with this interpreter, the checkout on the path."""
     root = Path(__file__).resolve().parent.parent
     environment = {**os.environ, **(env or {})}
@@ -123,13 +125,25 @@ def python_process(args: Sequence[str], env: dict[str, str] | None = None, log: 
 class Worker:
     """A real ``genie-graph worker`` process (Celery, threads pool) for a flow on a Redis store."""
 
-    def __init__(self, flow: str, redis_url: str, log: Path, queues: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, flow: str, redis_url: str, log: Path, queues: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.flow, self.redis_url, self.log, self.queues = flow, redis_url, log, queues
         self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
-        args = ["-m", "genie_graph._cli", "--flow", self.flow, "--store", self.redis_url, "worker", "--concurrency", "4"]
+        args = [
+            "-m",
+            "genie_graph._cli",
+            "--flow",
+            self.flow,
+            "--store",
+            self.redis_url,
+            "worker",
+            "--concurrency",
+            "4",
+        ]
         if self.queues:
             args += ["--queues", self.queues]
         offset = self.log.stat().st_size if self.log.exists() else 0
@@ -161,4 +175,6 @@ class Worker:
 
 def offline_env() -> dict[str, str]:
     """Environment for a child process: no LLM endpoint configured (examples answer offline)."""
-    return {name: "" for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "GENIE_GRAPH_OPENAI_BASE_URL")}
+    return {
+        name: "" for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "GENIE_GRAPH_OPENAI_BASE_URL")
+    }

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.distributed_flows import SPECIAL_QUEUE, write_templates
-from tests.services import RedisServer, Worker, offline_env, python_process
+from tests.services import RedisServer, Worker, offline_env
 
 LEASE_SECONDS = 2.0
 
@@ -195,7 +195,9 @@ def test_a_sigkilled_worker_loses_and_duplicates_nothing(
             ("user", "slow:kill-me"),
             ("assistant", "Answer: slow:kill-me"),
         ]
-        later = settle(runtimes, session_id, first.call(op="event", session_id=session_id, event="user_input", text="after"))
+        later = settle(
+            runtimes, session_id, first.call(op="event", session_id=session_id, event="user_input", text="after")
+        )
         assert later["response"].startswith("Answer: after (pid ")
     finally:
         victim.start()  # the module's other tests keep two workers

@@ -152,8 +152,9 @@ def test_unknown_condition_name(build: Builder, kwargs: dict[str, Any], culprit:
     assert_names(caught.value, culprit)
 
 
-@pytest.mark.parametrize("hook", ["on_exit_nosuchstate", "on_enter_nosuchstate", "before_nosuchevent",
-                                  "after_nosuchevent"])
+@pytest.mark.parametrize(
+    "hook", ["on_exit_nosuchstate", "on_enter_nosuchstate", "before_nosuchevent", "after_nosuchevent"]
+)
 def test_unknown_hook_name(build: Builder, hook: str) -> None:
     def method(self: GenieStateMachine) -> None:
         pass
@@ -262,8 +263,9 @@ def _calls(flow: GenieFlow, key: str, session_id: str) -> dict[str, Callable[[],
     return {
         "create_new_session": lambda: flow.create_new_session(key),
         "start_ephemeral_session": lambda: flow.start_ephemeral_session(key, "user_input", "x"),
-        "process_event": lambda: flow.process_event(key, EventInput(session_id=session_id, event="user_input",
-                                                                    event_input="x")),
+        "process_event": lambda: flow.process_event(
+            key, EventInput(session_id=session_id, event="user_input", event_input="x")
+        ),
         "poll": lambda: flow.process_event(key, EventInput(session_id=session_id, event=POLL, event_input="")),
         "get_model": lambda: flow.get_model(key, session_id),
         "get_task_state": lambda: flow.get_task_state(key, session_id),

@@ -11,8 +11,8 @@ import graphs
 from genie_graph import POLL, EventInput, GenieFlow
 from tests.conftest import STORES
 from tests.helpers import send
-from tests.services import RedisServer, Worker
 from tests.openai_server import recorded_requests, reset_requests, start_openai_server
+from tests.services import RedisServer, Worker
 
 PROMPTS = Path(graphs.__file__).resolve().parent.parent / "prompts"
 
@@ -290,9 +290,7 @@ def test_q_and_a_capture_against_openai_compatible_server(llm: str, online_flow:
     assert "*** MOST RECENT HUMAN STATEMENT ***\nHow are you?\n---" in _user_prompts(llm)[-1]
 
 
-def test_http_500_from_the_llm_surfaces_as_error_and_session_stays_usable(
-    llm: str, online_flow: GenieFlow
-) -> None:
+def test_http_500_from_the_llm_surfaces_as_error_and_session_stays_usable(llm: str, online_flow: GenieFlow) -> None:
     sid = online_flow.create_new_session("q_and_a").session_id
     assert send(online_flow, "q_and_a", sid, "user_input", "a good question").error is None
     reset_requests(llm)

@@ -180,13 +180,7 @@ def test_yaml_format_parses_back(text: str, content: str) -> None:
 
 def test_question_answer_format_pairs_turns() -> None:
     assert DialogueFormat.QUESTION_ANSWER.format(dialogue()) == (
-        "A: Welcome!\n"
-        "\n"
-        "Q: What is 2+2?\nA: It is 4.\nAnything else?\n"
-        "\n"
-        "Q: no\n"
-        "\n"
-        "Q: bye\n"
+        "A: Welcome!\n\nQ: What is 2+2?\nA: It is 4.\nAnything else?\n\nQ: no\n\nQ: bye\n"
     )
 
 

@@ -96,15 +96,11 @@ def test_yaml_conversation_is_sent_as_messages(url: str) -> None:
     ]
     assert json.loads(reply) == expected
     [body] = recorded_requests(url)
-    assert [(m["role"], m["content"]) for m in body["messages"]] == [
-        (m["role"], m["content"]) for m in expected
-    ]
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [(m["role"], m["content"]) for m in expected]
 
 
 def test_yaml_ai_and_human_roles_map_to_assistant_and_user(url: str) -> None:
-    content = (
-        "- role: human\n  content: q\n- role: ai\n  content: a\n- role: human\n  content: __MESSAGES__\n"
-    )
+    content = "- role: human\n  content: q\n- role: ai\n  content: a\n- role: human\n  content: __MESSAGES__\n"
     reply = asyncio.run(_invoker(url).ainvoke(content))
     assert [m["role"] for m in json.loads(reply)] == ["user", "assistant", "user"]
 
@@ -247,9 +243,7 @@ def _unused_port() -> int:
 
 
 def test_connection_refused_raises_invoker_error() -> None:
-    invoker = OpenAIInvoker.from_config(
-        {"base_url": f"http://127.0.0.1:{_unused_port()}/v1", "max_retries": 0}
-    )
+    invoker = OpenAIInvoker.from_config({"base_url": f"http://127.0.0.1:{_unused_port()}/v1", "max_retries": 0})
     with pytest.raises(InvokerError, match="Connection") as info:
         invoker.invoke("anyone there?")
     assert isinstance(info.value.__cause__, openai.APIConnectionError)

@@ -127,8 +127,14 @@ def test_genie_flow_has_the_session_manager_methods_and_async_twins() -> None:
         assert callable(getattr(flow, method)), method
         twin = getattr(flow, "a" + method)
         assert inspect.iscoroutinefunction(twin), f"a{method} is not async"
-    for method in ("register_model", "register_template_directory", "close", "session_bytes",
-                   "wait_until_ready", "graph"):
+    for method in (
+        "register_model",
+        "register_template_directory",
+        "close",
+        "session_bytes",
+        "wait_until_ready",
+        "graph",
+    ):
         assert callable(getattr(flow, method)), method
 
 

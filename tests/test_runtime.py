@@ -330,8 +330,12 @@ def test_seed_data_reaches_seed_model(flow: GenieFlow) -> None:
 
 @pytest.mark.parametrize("as_object", [False, True], ids=["mapping", "User"])
 def test_user_info_is_kept_in_secondary_storage(flow: GenieFlow, as_object: bool) -> None:
-    info = {"email": "ada@example.org", "firstname": "Ada", "lastname": "Lovelace",
-            "custom_properties": {"team": "engines"}}
+    info = {
+        "email": "ada@example.org",
+        "firstname": "Ada",
+        "lastname": "Lovelace",
+        "custom_properties": {"team": "engines"},
+    }
     start = flow.create_new_session(KEY, user_info=User(**info) if as_object else info)
 
     send(flow, KEY, start.session_id, "user_input", "a question")
@@ -497,7 +501,11 @@ def test_genie_flow_is_a_context_manager(template_root: Path, store_url: str) ->
         with runtime_flows.create_flow(template_root, store_url) as reopened:
             assert send(reopened, KEY, sid, "advance", "after").response == "You said: after"
             assert [e.actor_text for e in reopened.get_model(KEY, sid).dialogue] == [
-                INTRO, "inside", "You said: Answer: inside", "after", "You said: after",
+                INTRO,
+                "inside",
+                "You said: Answer: inside",
+                "after",
+                "You said: after",
             ]
 
 
