@@ -478,9 +478,16 @@ class GenieFlow:
             if not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
                 return None
             loop = asyncio.get_running_loop()
+            writes: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+
+            async def write(total: int, done: int) -> None:
+                with contextlib.suppress(Exception):  # progress is best effort; the run goes on without it
+                    await store.write_progress(session_id, total, done, self.dispatch_timeout_seconds)
 
             def publish(total: int, done: int) -> None:
-                loop.create_task(store.write_progress(session_id, total, done, self.dispatch_timeout_seconds))
+                task = loop.create_task(write(total, done))
+                writes.add(task)
+                task.add_done_callback(writes.discard)
 
             run.progress.on_change = publish
 
