@@ -400,9 +400,12 @@ class GenieFlow:
             raise UnknownSession(model_key, session_id)
         return record
 
-    async def _snapshot(self, model_key: str, session_id: str) -> tuple[StateSnapshot, GenieModel]:
+    async def _snapshot(
+        self, model_key: str, session_id: str, record: SessionRecord | None = None
+    ) -> tuple[StateSnapshot, GenieModel]:
         graph = await self._graph(model_key)
-        await self._record(model_key, session_id)
+        if record is None:
+            await self._record(model_key, session_id)
         snapshot = await graph.aget_state(self._config(model_key, session_id))
         metadata = snapshot.metadata or {}
         if not snapshot.values or metadata.get(_MODEL_KEY, model_key) != model_key:
@@ -822,7 +825,7 @@ class GenieFlow:
             await self._record(model_key, session_id)
             raise SessionBusy(session_id, event.event)
         record = await self._record(model_key, session_id)
-        snapshot, model = await self._snapshot(model_key, session_id)
+        snapshot, model = await self._snapshot(model_key, session_id, record)
         if self._in_flight(session_id) is not None:  # started while the snapshot was read
             raise SessionBusy(session_id, event.event)
         self._forget_finished_run(session_id)
