@@ -32,7 +32,11 @@ from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
 from langgraph.checkpoint.redis.util import to_storage_safe_id
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redisvl.query import FilterQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import Tag  # type: ignore[import-untyped]
 
@@ -85,7 +89,15 @@ class RedisStore(Store):
 
     @classmethod
     async def open(cls, url: str, allowed_types: Iterable[tuple[str, str]] = ()) -> RedisStore:
-        client = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=10)
+        client = Redis.from_url(
+            url,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            health_check_interval=10,
+            # a connection pooled before an outage fails once when Redis is back: retry it on a fresh one
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         saver = _RedisSaver(redis_client=client)
         saver.serde = JsonPlusRedisSerializer(allowed_json_modules=sorted(set(allowed_types)))
         await saver.asetup()
