@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from genie_graph import GenieFlow, GenieModel, GenieStateMachine, NamedQueueTaskTemplate, State
+from tests.helpers import write_tree
 
 MODEL_KEY = "distributed"
 SPECIAL_QUEUE = "special"
@@ -75,11 +76,7 @@ class DistributedModel(GenieModel):
 
 
 def write_templates(root: Path) -> Path:
-    for relative, content in TEMPLATES.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content, encoding="utf-8")
-    return root
+    return write_tree(root, TEMPLATES)
 
 
 def build(store: str | None = None) -> GenieFlow:
