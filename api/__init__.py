@@ -1,1 +1,16 @@
-"""The HTTP layer: Genie Flow's poll/event routes on FastAPI (arrives with the HTTP API issue)."""
+"""genie-graph's HTTP API: Genie Flow's poll/event routes on FastAPI, with status codes and streaming.
+
+app = api.create_app(flow)          # serve with uvicorn, or run `genie-graph serve`
+"""
+
+from ._app import DEFAULT_MAX_EVENT_INPUT_BYTES, DEFAULT_PREFIX, create_app, parse_api_keys, settings_from_env
+from ._errors import ErrorBody
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_INPUT_BYTES",
+    "DEFAULT_PREFIX",
+    "ErrorBody",
+    "create_app",
+    "parse_api_keys",
+    "settings_from_env",
+]

@@ -44,7 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redisvl.query import FilterQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import Tag  # type: ignore[import-untyped]
 
-from ._stores import SessionRecord, Store, StoreMark
+from ._stores import FeedItem, SessionRecord, Store, StoreMark
 from .errors import SessionBusy
 
 _WRITE_KEYS = "write_keys_zset"
@@ -315,7 +315,12 @@ class RedisStore(Store):
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(
             self._session_key(record.session_id),
-            mapping={"model_key": record.model_key, "user": record.user or "", "ttl": record.ttl_seconds or 0},
+            mapping={
+                "model_key": record.model_key,
+                "user": record.user or "",
+                "ttl": record.ttl_seconds or 0,
+                "owner": record.owner or "",
+            },
         )
         if record.ttl_seconds:
             pipe.expire(self._session_key(record.session_id), int(record.ttl_seconds))
@@ -330,7 +335,11 @@ class RedisStore(Store):
             return None
         fields = {_text(k): _text(v) for k, v in values.items()}
         return SessionRecord(
-            session_id, fields["model_key"], fields["user"] or None, float(fields.get("ttl") or 0) or None
+            session_id,
+            fields["model_key"],
+            fields["user"] or None,
+            float(fields.get("ttl") or 0) or None,
+            fields.get("owner") or None,
         )
 
     async def touch(self, record: SessionRecord) -> None:
@@ -458,3 +467,32 @@ class RedisStore(Store):
 
     async def ping(self) -> None:
         await asyncio.wait_for(self.client.ping(), timeout=5)
+
+    # ---- the session feed over pub/sub: a worker's run reaches the API process's streams ----
+    async def publish(self, session_id: str, items: list[FeedItem]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for item in items:
+            pipe.publish(f"genie:feed:{session_id}", orjson.dumps(item))
+        await pipe.execute()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, session_id: str) -> AsyncIterator[asyncio.Queue[FeedItem]]:
+        queue: asyncio.Queue[FeedItem] = asyncio.Queue()
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(f"genie:feed:{session_id}")
+
+        async def relay() -> None:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    queue.put_nowait(orjson.loads(message["data"]))
+
+        reader = asyncio.create_task(relay())
+        try:
+            yield queue
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            with contextlib.suppress(Exception):
+                await pubsub.unsubscribe()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +37,7 @@ from ._flow import POLL, CompiledFlow, GenieCompat, compile_flow
 from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
 from ._model import GenieModel, StateKind, reachable_types
 from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
-from ._stores import SessionRecord, Store, StoreMark, default_store_url, open_store
+from ._stores import FeedItem, SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
 from ._user import User
 from .errors import (
@@ -61,6 +61,13 @@ DEFAULT_QUEUE = "genie-graph"
 RUNNERS = ("inline", "celery")
 _MODEL_KEY = "genie_model_key"
 _EVENT_LOCK_WAIT_SECONDS = 10.0
+_FOLLOW_CHECK_SECONDS = 1.0
+"""A followed run that publishes nothing for this long is checked in the store (a missed ``done``)."""
+
+
+def _state_item(flow: CompiledFlow, state_id: str) -> dict[str, Any]:
+    """A feed's ``state`` item: the state the session entered."""
+    return {"state": state_id, "name": flow.names[state_id], "kind": flow.kinds[state_id].name.lower()}
 
 
 def default_data_dir() -> Path:
@@ -108,6 +115,51 @@ class _Run:
     progress: _Progress = field(default_factory=_Progress)
     error: str | None = None
     run_id: str = field(default_factory=lambda: str(ULID()))
+
+
+@dataclass
+class _FollowState:
+    """A run followed by :meth:`GenieFlow.astream_event`."""
+
+    model_key: str
+    session_id: str
+    queue: asyncio.Queue[FeedItem]
+    answer: AIResponse
+    finished: bool = False
+
+
+class _FeedWriter:
+    """Publishes a run's feed items in order, off the run's path: a slow store never holds a run up."""
+
+    def __init__(self, store: Store, session_id: str) -> None:
+        self._store = store
+        self._session_id = session_id
+        self._queue: asyncio.Queue[FeedItem | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    def put(self, event: str, data: dict[str, Any]) -> None:
+        self._queue.put_nowait({"event": event, "data": data})
+
+    async def _drain(self) -> None:
+        while True:
+            batch: list[FeedItem] = []
+            item = await self._queue.get()
+            while item is not None:
+                batch.append(item)
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                with contextlib.suppress(Exception):  # the feed is best effort: polls still answer
+                    await self._store.publish(self._session_id, batch)
+            if item is None:
+                return
+
+    async def close(self) -> None:
+        """Publish what is queued, then stop."""
+        self._queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await self._task
 
 
 class _LoopThread:
@@ -477,22 +529,24 @@ class GenieFlow:
         store = await self._open_store()
         flow = self._registered[model_key].flow
         run = _Run(run_id=run_id or str(ULID()))
-        if store.shared:
-            if not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
-                return None
-            loop = asyncio.get_running_loop()
-            writes: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+        if store.shared and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
+            return None
+        feed = _FeedWriter(store, session_id)
+        loop = asyncio.get_running_loop()
+        writes: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
 
-            async def write(total: int, done: int) -> None:
-                with contextlib.suppress(Exception):  # progress is best effort; the run goes on without it
-                    await store.write_progress(session_id, total, done, self.dispatch_timeout_seconds)
+        async def write(total: int, done: int) -> None:
+            with contextlib.suppress(Exception):  # progress is best effort; the run goes on without it
+                await store.write_progress(session_id, total, done, self.dispatch_timeout_seconds)
 
-            def publish(total: int, done: int) -> None:
+        def publish(total: int, done: int) -> None:
+            feed.put("progress", {"total_number_of_subtasks": total, "number_of_subtasks_executed": done})
+            if store.shared:
                 task = loop.create_task(write(total, done))
                 writes.add(task)
                 task.add_done_callback(writes.discard)
 
-            run.progress.on_change = publish
+        run.progress.on_change = publish
 
         async def execute() -> None:
             progress_token = current_progress.set(run.progress)
@@ -507,9 +561,9 @@ class GenieFlow:
             try:
                 graph = await self._graph(model_key)
                 if step_token is not None:
-                    await self._work_one_invoker_state(graph, flow, config)
+                    await self._work_one_invoker_state(graph, flow, config, feed)
                 else:
-                    await graph.ainvoke(command, config, durability="sync", **self._run_options(flow))
+                    await self._drive(graph, flow, command, config, feed, **self._run_options(flow))
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -522,7 +576,9 @@ class GenieFlow:
                 if heartbeat is not None:
                     heartbeat.cancel()
                 try:
-                    await self._after_run(model_key, session_id, run, undo, mark)
+                    if await self._after_run(model_key, session_id, run, undo, mark):
+                        feed.put("done", {"error": None if undo else run.error})
+                    await feed.close()
                 finally:
                     if (run.error is None or undo) and self._runs.get(session_id) is run:
                         del self._runs[session_id]
@@ -533,8 +589,11 @@ class GenieFlow:
         run.task = asyncio.get_running_loop().create_task(execute())
         return run
 
-    async def _after_run(self, model_key: str, session_id: str, run: _Run, undo: bool, mark: StoreMark | None) -> None:
-        """Undo a refused event or prune the checkpoints; then queue what a worker does next, or end the run."""
+    async def _after_run(self, model_key: str, session_id: str, run: _Run, undo: bool, mark: StoreMark | None) -> bool:
+        """Undo a refused event or prune the checkpoints; then queue what a worker does next, or end the run.
+
+        Returns whether the run ended (False: a worker goes on with it).
+        """
         store = await self._open_store()
         try:
             if undo and mark is not None:
@@ -546,20 +605,44 @@ class GenieFlow:
                 snapshot = await (await self._graph(model_key)).aget_state(self._config(model_key, session_id))
                 if self._interrupted_run(flow, snapshot):
                     await self._dispatch(model_key, session_id, run.run_id, snapshot)
-                    return  # the lease goes on with the queued work
+                    return False  # the lease goes on with the queued work
         except Exception as exc:
             logger.exception("could not settle the run of session %s", session_id)
             run.error = run.error or f"{type(exc).__name__}: {exc}"
         if store.shared:
             with contextlib.suppress(Exception):  # an unreachable store lets the lease run out instead
                 await store.end_run(session_id, run.run_id, None if undo else run.error)
+        return True
+
+    async def _drive(
+        self,
+        graph: CompiledStateGraph[Any],
+        flow: CompiledFlow,
+        command: Command[Any] | None,
+        config: RunnableConfig,
+        feed: _FeedWriter,
+        **options: Any,
+    ) -> None:
+        """Run the graph as ``ainvoke`` would, telling the feed each state entered and each LLM token."""
+        stream = graph.astream(command, config, durability="sync", stream_mode=["updates", "messages"], **options)
+        async for mode, chunk in stream:
+            if mode == "messages":
+                message, metadata = chunk
+                text = getattr(message, "content", None)
+                if isinstance(text, str) and text:
+                    feed.put("token", {"state": metadata.get("langgraph_node"), "text": text})
+                continue
+            for update in chunk.values():
+                state_id = flow.id_by_value.get(update.get("state")) if isinstance(update, dict) else None
+                if state_id is not None:
+                    feed.put("state", _state_item(flow, state_id))
 
     async def _work_one_invoker_state(
-        self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig
+        self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig, feed: _FeedWriter
     ) -> None:
         """A worker's share of a run: the pending invoker state, then on to the next interrupt or invoker state."""
         while True:
-            await graph.ainvoke(None, config, durability="sync", interrupt_after=flow.invoker_states)
+            await self._drive(graph, flow, None, config, feed, interrupt_after=flow.invoker_states)
             snapshot = await graph.aget_state(config)
             if not snapshot.next or snapshot.interrupts or self._interrupted_run(flow, snapshot):
                 return
@@ -635,6 +718,7 @@ class GenieFlow:
         user_info: User | Mapping[str, Any] | None,
         seed_data: str | None,
         record_intro: bool,
+        owner: str | None = None,
     ) -> GenieModel:
         flow = self.flow_of(model_key)
         graph = await self._graph(model_key)
@@ -647,7 +731,7 @@ class GenieFlow:
             model.secondary_storage["user_info"] = user
         config = self._config(model_key, session_id, **{RECORD_INTRO: record_intro})
         store = await self._open_store()
-        await store.add_session(SessionRecord(session_id, model_key, _user_key(user), self.session_ttl_seconds))
+        await store.add_session(SessionRecord(session_id, model_key, _user_key(user), self.session_ttl_seconds, owner))
         try:
             await graph.ainvoke(model.model_dump(mode="json"), config, durability="sync", **self._run_options(flow))
         except BaseException:
@@ -660,10 +744,10 @@ class GenieFlow:
         return model
 
     async def _create_new_session(
-        self, model_key: str, user_info: User | Mapping[str, Any] | None, seed_data: str | None
+        self, model_key: str, user_info: User | Mapping[str, Any] | None, seed_data: str | None, owner: str | None
     ) -> AIResponse:
         flow = self.flow_of(model_key)
-        model = await self._create(model_key, user_info, seed_data, record_intro=True)
+        model = await self._create(model_key, user_info, seed_data, record_intro=True, owner=owner)
         return self._answer(flow, model)
 
     def create_new_session(
@@ -671,6 +755,8 @@ class GenieFlow:
         model_key: str,
         user_info: User | Mapping[str, Any] | None = None,
         seed_data: str | None = None,
+        *,
+        owner: str | None = None,
     ) -> AIResponse:
         """Start a session: its response is the rendered initial template.
 
@@ -678,6 +764,7 @@ class GenieFlow:
             model_key: a registered model key.
             user_info: who the session is for; kept as ``secondary_storage["user_info"]``.
             seed_data: passed to the model's ``seed_model()``.
+            owner: the authenticated caller to bind the session to (see :meth:`session_owner`).
 
         Returns:
             ``AIResponse`` with the new session id, the intro text and the initial state's events.
@@ -685,32 +772,44 @@ class GenieFlow:
         Raises:
             UnknownModelKey: nothing is registered under ``model_key``.
         """
-        return self._sync(self._create_new_session(model_key, user_info, seed_data))
+        return self._sync(self._create_new_session(model_key, user_info, seed_data, owner))
 
     async def acreate_new_session(
         self,
         model_key: str,
         user_info: User | Mapping[str, Any] | None = None,
         seed_data: str | None = None,
+        *,
+        owner: str | None = None,
     ) -> AIResponse:
         """Async twin of :meth:`create_new_session`."""
-        return await self._async(self._create_new_session(model_key, user_info, seed_data))
+        return await self._async(self._create_new_session(model_key, user_info, seed_data, owner))
 
     async def _start_ephemeral_session(
-        self, model_key: str, event: str, event_input: str, user_info: User | Mapping[str, Any] | None
+        self,
+        model_key: str,
+        event: str,
+        event_input: str,
+        user_info: User | Mapping[str, Any] | None,
+        owner: str | None,
+        strict: bool = False,
     ) -> AIResponse:
         flow = self.flow_of(model_key)
         if event == POLL:
             refused = EventNotAllowed(
                 "", flow.initial, flow.names[flow.initial], flow.next_actions(flow.initial), event
             )
+            if strict:
+                raise refused
             return AIResponse(session_id="", error=refused.to_json(), next_actions=[])
-        model = await self._create(model_key, user_info, None, record_intro=False)
+        model = await self._create(model_key, user_info, None, record_intro=False, owner=owner)
         first = EventInput(session_id=model.session_id, event=event, event_input=event_input)
         try:
             return await self._send(model_key, first)
         except (EventNotAllowed, EventFailed) as refused:
             await (await self._open_store()).delete(model.session_id)  # no session is left for a refused start
+            if strict:
+                raise
             error = refused.to_json() if isinstance(refused, EventNotAllowed) else str(refused)
             return AIResponse(session_id=model.session_id, error=error, next_actions=[])
 
@@ -720,9 +819,16 @@ class GenieFlow:
         event: str,
         event_input: str,
         user_info: User | Mapping[str, Any] | None = None,
+        *,
+        owner: str | None = None,
+        strict: bool = False,
     ) -> AIResponse:
-        """Start a session without an intro and send it ``event`` at once."""
-        return self._sync(self._start_ephemeral_session(model_key, event, event_input, user_info))
+        """Start a session without an intro and send it ``event`` at once.
+
+        A refused first event leaves no session behind; it answers in ``error``, or with
+        ``strict=True`` raises ``EventNotAllowed`` or ``EventFailed``. ``owner``: see :meth:`session_owner`.
+        """
+        return self._sync(self._start_ephemeral_session(model_key, event, event_input, user_info, owner, strict))
 
     async def astart_ephemeral_session(
         self,
@@ -730,9 +836,12 @@ class GenieFlow:
         event: str,
         event_input: str,
         user_info: User | Mapping[str, Any] | None = None,
+        *,
+        owner: str | None = None,
+        strict: bool = False,
     ) -> AIResponse:
         """Async twin of :meth:`start_ephemeral_session`."""
-        return await self._async(self._start_ephemeral_session(model_key, event, event_input, user_info))
+        return await self._async(self._start_ephemeral_session(model_key, event, event_input, user_info, owner, strict))
 
     # ---- events -------------------------------------------------------------------------
     async def _progress_elsewhere(self, session_id: str) -> AIProgressResponse | None:
@@ -958,6 +1067,68 @@ class GenieFlow:
             return await self.aprocess_event(model_key, event)
         return await self._async(self._send(model_key, event))
 
+    async def _follow(self, model_key: str, event: EventInput, stack: contextlib.AsyncExitStack) -> _FollowState:
+        """Subscribe to the session's feed, then send the event (a refusal raises here)."""
+        store = await self._open_store()
+        await self._record(model_key, event.session_id)
+        queue = await stack.enter_async_context(store.subscribe(event.session_id))
+        if event.event == POLL:
+            answer = await self._poll(model_key, event.session_id)
+        else:
+            answer = await self._send(model_key, event)
+        return _FollowState(model_key, event.session_id, queue, answer)
+
+    async def _next_item(self, state: _FollowState) -> FeedItem | None:
+        """The next item of a followed run, or None once its final response has been given."""
+        if state.finished:
+            return None
+        flow = self._registered[state.model_key].flow
+        if state.answer.next_actions != [POLL]:  # answered at once: no run to follow
+            state.finished = True
+            model = await self._get_model(state.model_key, state.session_id)
+            return {"event": "response", "data": state.answer.model_dump(mode="json"), "state": flow.state_of(model)}
+        while True:
+            try:
+                item = await asyncio.wait_for(state.queue.get(), timeout=_FOLLOW_CHECK_SECONDS)
+            except TimeoutError:
+                item = None  # no word for a while: ask the store whether the run is over
+            if item is not None and item["event"] != "done":
+                return item
+            if await self._progress_elsewhere(state.session_id) is not None:
+                continue
+            final = await self._poll(state.model_key, state.session_id)
+            if final.next_actions == [POLL]:  # a resumed or queued run goes on
+                continue
+            state.finished = True
+            model = await self._get_model(state.model_key, state.session_id)
+            return {"event": "response", "data": final.model_dump(mode="json"), "state": flow.state_of(model)}
+
+    async def astream_event(self, model_key: str, event: EventInput) -> AsyncGenerator[FeedItem, None]:
+        """Send an event and follow what its run does, as it happens.
+
+        The event is sent when iteration starts, so a refusal raises from the first ``__anext__``
+        (``EventNotAllowed``, ``SessionBusy``, ``EventFailed``) before anything is yielded. It yields
+        ``{"event": kind, "data": {...}}`` items: ``state`` (the session entered a state: ``state``,
+        ``name``, ``kind``), ``token`` (LLM text as it arrives: ``state``, ``text``), ``progress``
+        (sub-task counts), and last ``response`` (the ``AIResponse`` a poll answers now, with the
+        current ``state`` beside ``data``). Works across processes on Redis (a worker's tokens reach
+        this process). Dropping the iterator early loses nothing: polling still answers.
+
+        Raises:
+            UnknownModelKey, UnknownSession, EventNotAllowed, SessionBusy, EventFailed.
+        """
+        stack = contextlib.AsyncExitStack()
+        try:
+            state = await self._async(self._follow(model_key, event, stack))
+        except BaseException:
+            await self._async(stack.aclose())
+            raise
+        try:
+            while (item := await self._async(self._next_item(state))) is not None:
+                yield item
+        finally:
+            await self._async(stack.aclose())
+
     # ---- inspection ---------------------------------------------------------------------
     async def _user_sessions(self, model_key: str, user_info: User | Mapping[str, Any] | None) -> list[str]:
         self.flow_of(model_key)
@@ -979,6 +1150,32 @@ class GenieFlow:
     async def auser_sessions(self, model_key: str, user_info: User | Mapping[str, Any] | None = None) -> list[str]:
         """Async twin of :meth:`user_sessions`."""
         return await self._async(self._user_sessions(model_key, user_info))
+
+    async def _check_store(self) -> None:
+        await (await self._open_store()).ping()
+
+    def check_store(self) -> None:
+        """Raise :class:`~genie_graph.errors.StoreUnavailable` if the store cannot be reached."""
+        self._sync(self._check_store())
+
+    async def acheck_store(self) -> None:
+        """Async twin of :meth:`check_store`."""
+        await self._async(self._check_store())
+
+    async def _session_owner(self, model_key: str, session_id: str) -> str | None:
+        return (await self._record(model_key, session_id)).owner
+
+    def session_owner(self, model_key: str, session_id: str) -> str | None:
+        """The caller the session was bound to when it was started (``owner=``), or None.
+
+        Raises:
+            UnknownModelKey, UnknownSession: the key or session does not exist.
+        """
+        return self._sync(self._session_owner(model_key, session_id))
+
+    async def asession_owner(self, model_key: str, session_id: str) -> str | None:
+        """Async twin of :meth:`session_owner`."""
+        return await self._async(self._session_owner(model_key, session_id))
 
     async def _get_task_state(self, model_key: str, session_id: str) -> AIStatusResponse:
         self.flow_of(model_key)

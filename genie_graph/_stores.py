@@ -9,10 +9,12 @@ Checkpoints are stored zlib-compressed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,13 +71,19 @@ class SessionRecord:
     """What the store knows about a session beside its checkpoints: whose it is, and for how long.
 
     ``user`` is the lower-cased email of the session's ``user_info``; ``ttl_seconds`` the idle time
-    after which the session expires (None: never).
+    after which the session expires (None: never); ``owner`` the authenticated caller the session is
+    bound to (the HTTP API's API-key name), None for a session anyone with its id may use.
     """
 
     session_id: str
     model_key: str
     user: str | None = None
     ttl_seconds: float | None = None
+    owner: str | None = None
+
+
+FeedItem = dict[str, Any]
+"""``{"event": "state" | "token" | "progress" | "done", "data": {...}}``: one thing a run did."""
 
 
 class Store(ABC):
@@ -91,6 +99,27 @@ class Store(ABC):
     def __init__(self, url: str, saver: BaseCheckpointSaver[Any]) -> None:
         self.url = url
         self.saver = saver
+        self._feeds: dict[str, set[asyncio.Queue[FeedItem]]] = {}
+
+    # ---- the session feed: what runs do, as it happens, for streaming clients -----------
+    async def publish(self, session_id: str, items: list[FeedItem]) -> None:
+        """Tell the session's subscribers, in this process (a shared store: in every process)."""
+        for queue in self._feeds.get(session_id, ()):
+            for item in items:
+                queue.put_nowait(item)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, session_id: str) -> AsyncIterator[asyncio.Queue[FeedItem]]:
+        """A queue receiving every item published for the session while the context is open."""
+        queue: asyncio.Queue[FeedItem] = asyncio.Queue()
+        self._feeds.setdefault(session_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            subscribers = self._feeds.get(session_id, set())
+            subscribers.discard(queue)
+            if not subscribers:
+                self._feeds.pop(session_id, None)
 
     @abstractmethod
     async def prune(self, thread_id: str, keep: int) -> None:
@@ -112,6 +141,9 @@ class Store(ABC):
         """Forget a session entirely."""
         await self.saver.adelete_thread(thread_id)
         await self._forget(thread_id)
+
+    async def ping(self) -> None:  # noqa: B027 - an embedded store is there while its process is
+        """Raise if the store cannot be reached."""
 
     async def close(self) -> None:  # noqa: B027 - a backend without connections has nothing to do
         """Release the backend's connections."""
@@ -326,27 +358,39 @@ class SqliteStore(Store):
         # commits at most; the default fsyncs each of the several checkpoints a turn writes.
         await connection.execute("PRAGMA synchronous=NORMAL")
         await connection.executescript(_SESSIONS_TABLE)
+        async with connection.execute("PRAGMA table_info(genie_sessions)") as cursor:
+            columns = {row[1] for row in await cursor.fetchall()}
+        if "owner" not in columns:  # a database made before sessions had owners
+            await connection.execute("ALTER TABLE genie_sessions ADD COLUMN owner TEXT")
         await connection.commit()
         return cls(url, saver, connection)
 
     async def add_session(self, record: SessionRecord) -> None:
         await self._conn.execute(
-            "INSERT OR REPLACE INTO genie_sessions (session_id, model_key, user, ttl_seconds, expires_at, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (record.session_id, record.model_key, record.user, record.ttl_seconds, _expiry(record), time.time()),
+            "INSERT OR REPLACE INTO genie_sessions "
+            "(session_id, model_key, user, ttl_seconds, expires_at, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.session_id,
+                record.model_key,
+                record.user,
+                record.ttl_seconds,
+                _expiry(record),
+                time.time(),
+                record.owner,
+            ),
         )
         await self._conn.commit()
 
     async def session(self, session_id: str) -> SessionRecord | None:
-        sql = "SELECT model_key, user, ttl_seconds, expires_at FROM genie_sessions WHERE session_id = ?"
+        sql = "SELECT model_key, user, ttl_seconds, expires_at, owner FROM genie_sessions WHERE session_id = ?"
         rows = await self._rows(sql, session_id)
         if not rows:
             return None
-        model_key, user, ttl_seconds, expires_at = rows[0]
+        model_key, user, ttl_seconds, expires_at, owner = rows[0]
         if expires_at is not None and expires_at <= time.time():
             await self.delete(session_id)  # expired: its checkpoints go too
             return None
-        return SessionRecord(session_id, model_key, user, ttl_seconds)
+        return SessionRecord(session_id, model_key, user, ttl_seconds, owner)
 
     async def touch(self, record: SessionRecord) -> None:
         await self._conn.execute(
@@ -428,7 +472,7 @@ class SqliteStore(Store):
 _SESSIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS genie_sessions (
     session_id TEXT PRIMARY KEY, model_key TEXT NOT NULL, user TEXT, ttl_seconds REAL,
-    expires_at REAL, created_at REAL NOT NULL
+    expires_at REAL, created_at REAL NOT NULL, owner TEXT
 );
 CREATE INDEX IF NOT EXISTS genie_sessions_by_user ON genie_sessions (model_key, user);
 """

@@ -1,0 +1,377 @@
+"""``create_app``: a ``GenieFlow`` behind Genie Flow's HTTP routes, with proper status codes and streaming."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import jmespath
+from fastapi import APIRouter, Body, FastAPI, Path, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, StreamingResponse
+from jmespath.exceptions import JMESPathError
+from pydantic import BaseModel, Field
+
+from genie_graph import POLL, AIResponse, AIStatusResponse, EventInput, GenieFlow, SessionStartRequest, User
+from genie_graph.errors import UnknownSession
+
+from ._auth import Caller, CallerDep
+from ._errors import ApiError, ErrorBody, install_error_handlers, responses
+from ._stream import SSE_MEDIA_TYPE, event_stream
+
+DEFAULT_PREFIX = "/v1/ai"
+DEFAULT_MAX_EVENT_INPUT_BYTES = 64 * 1024
+
+_EXAMPLE_SESSION = "0190c3f2-6a8e-7d9b-a1f0-2c4b7e9d1a35"
+_SESSION_ID = Path(description="the session id `start_session` answered", examples=[_EXAMPLE_SESSION])
+_MODEL_KEY = Path(description="a registered model key", examples=["q_and_a"])
+
+
+class StartSessionBody(BaseModel):
+    """The optional body of ``start_session``: who the session is for, and data to seed the model with."""
+
+    user_info: User | None = None
+    seed_data: str | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"user_info": {"email": "ada@example.org", "firstname": "Ada", "lastname": "Lovelace"}},
+                {"seed_data": '{"topic": "weather"}'},
+            ]
+        }
+    }
+
+
+class UserSessions(BaseModel):
+    """A user and their live sessions of one model key (Genie Flow's user document)."""
+
+    email: str
+    firstname: str
+    lastname: str
+    custom_properties: dict[str, str] | None = None
+    name: str
+    sessions: list[str] = Field(description="ids of the user's live sessions of the model key, oldest first")
+
+
+class ModelKeys(BaseModel):
+    """The registered model keys."""
+
+    model_keys: list[str]
+
+
+class Health(BaseModel):
+    """The service is up and its store answers."""
+
+    status: str = "ok"
+    store: str = Field(description="the store's kind: memory, sqlite or redis")
+
+
+_EVENT_EXAMPLES = {
+    "user input": {
+        "value": {
+            "session_id": "0190c3f2-6a8e-7d9b-a1f0-2c4b7e9d1a35",
+            "event": "user_input",
+            "event_input": "What is the weather like?",
+        }
+    },
+    "poll": {"value": {"session_id": "0190c3f2-6a8e-7d9b-a1f0-2c4b7e9d1a35", "event": "poll", "event_input": ""}},
+}
+
+
+def create_app(
+    flow: GenieFlow,
+    prefix: str = DEFAULT_PREFIX,
+    *,
+    api_keys: Mapping[str, str] | None = None,
+    cors_origins: Sequence[str] = (),
+    max_event_input_bytes: int = DEFAULT_MAX_EVENT_INPUT_BYTES,
+    genie_flow_status_codes: bool = False,
+    close_flow: bool = False,
+    **fastapi_options: Any,
+) -> FastAPI:
+    """A FastAPI app serving ``flow`` with Genie Flow's routes under ``prefix``.
+
+    Args:
+        flow: the ``GenieFlow`` with its models registered.
+        prefix: where the routes are mounted (Genie Flow's ``/v1/ai`` by default).
+        api_keys: ``{key: caller name}``. When given, every route but ``/health`` needs a key
+            (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``), and sessions are bound to the
+            caller that started them: another caller's session id answers 404.
+        cors_origins: origins allowed to call from a browser (``["*"]`` for any).
+        max_event_input_bytes: the largest ``event_input`` (UTF-8 bytes) accepted; larger answers 413.
+        genie_flow_status_codes: answer refused events with 500, as Genie Flow does, instead of 409/422.
+        close_flow: close ``flow`` when the app shuts down.
+        **fastapi_options: passed to ``FastAPI(...)`` (``title``, ``root_path``, ``debug``, ...).
+
+    Returns:
+        The app; serve it with uvicorn, or use ``genie-graph serve``.
+    """
+    if max_event_input_bytes < 1:
+        raise ValueError(f"max_event_input_bytes must be at least 1, got {max_event_input_bytes}")
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_flow:
+            flow.close()
+
+    fastapi_options.setdefault("title", "genie-graph")
+    fastapi_options.setdefault(
+        "description",
+        "Genie Flow's poll/event API for dialogue flows compiled to LangGraph, with proper status codes "
+        "and server-sent events.",
+    )
+    app = FastAPI(lifespan=lifespan, **fastapi_options)
+    app.state.flow = flow
+    install_error_handlers(app, genie_flow_status_codes)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
+        )
+    app.state.api_keys = dict(api_keys or {})
+    router = APIRouter(prefix=prefix)
+
+    async def check_owner(model_key: str, session_id: str, caller: Caller) -> None:
+        owner = await flow.asession_owner(model_key, session_id)
+        if caller.name is not None and owner != caller.name:
+            raise UnknownSession(model_key, session_id)  # another caller's session is none of yours
+
+    def check_size(event_input: str) -> None:
+        size = len(event_input.encode())
+        if size > max_event_input_bytes:
+            raise ApiError(
+                413,
+                "event_input_too_large",
+                f"event_input is {size} bytes; at most {max_event_input_bytes} are accepted. "
+                "Send a shorter text, or raise the server's limit (--max-event-input).",
+                limit_bytes=max_event_input_bytes,
+                received_bytes=size,
+            )
+
+    @router.get("/", summary="The registered model keys", response_model=ModelKeys, responses=responses(401))
+    async def model_keys(_caller: CallerDep) -> ModelKeys:
+        return ModelKeys(model_keys=flow.model_keys)
+
+    async def start_session(
+        model_key: Annotated[str, _MODEL_KEY], caller: CallerDep, body: StartSessionBody | None = None
+    ) -> AIResponse:
+        flow.flow_of(model_key)
+        body = body or StartSessionBody()
+        return await flow.acreate_new_session(model_key, body.user_info, body.seed_data, owner=caller.name)
+
+    router.add_api_route(
+        "/{model_key}/start_session",
+        start_session,
+        methods=["GET", "POST"],
+        response_model=AIResponse,
+        summary="Start a session",
+        description="Renders the initial state's template: `response` is its text, `next_actions` the events "
+        "the initial state takes. The body is optional.",
+        responses=responses(401, 404, 503),
+    )
+
+    @router.post(
+        "/{model_key}/start_ephemeral_session",
+        response_model=AIResponse,
+        summary="Start a session and send it an event at once",
+        description="No intro is rendered. A refused first event leaves no session behind.",
+        responses=responses(401, 404, 409, 413, 422, 503),
+    )
+    async def start_ephemeral_session(
+        model_key: Annotated[str, _MODEL_KEY], request: SessionStartRequest, caller: CallerDep
+    ) -> AIResponse:
+        flow.flow_of(model_key)
+        check_size(request.event_input)
+        return await flow.astart_ephemeral_session(
+            model_key, request.event, request.event_input, request.user_info, owner=caller.name, strict=True
+        )
+
+    async def send(model_key: str, event: EventInput, caller: Caller) -> AIResponse:
+        flow.flow_of(model_key)
+        check_size(event.event_input)
+        await check_owner(model_key, event.session_id, caller)
+        if event.event == POLL:
+            return await flow.aprocess_event(model_key, event)
+        return await flow.asend_event(model_key, event)
+
+    @router.post(
+        "/{model_key}/event",
+        response_model=AIResponse,
+        summary="Send an event, or poll",
+        description='`event: "poll"` polls: `next_actions == ["poll"]` with `progress` while a run is in '
+        "flight, then the response (or the invoker's failure in `error`, with status 200). Any other event "
+        "moves the session on: into a user state it answers with the response, into an invoker state with "
+        '`["poll"]`. With `Accept: text/event-stream` the answer is a stream of server-sent events '
+        "(see `/event/stream`).",
+        responses={
+            **responses(401, 404, 409, 413, 422, 503),
+            200: {"content": {"application/json": {}, SSE_MEDIA_TYPE: {}}},
+        },
+    )
+    async def event(
+        model_key: Annotated[str, _MODEL_KEY],
+        body: Annotated[EventInput, Body(openapi_examples=_EVENT_EXAMPLES)],
+        request: Request,
+        caller: CallerDep,
+    ) -> Any:
+        if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
+            return await stream(model_key, body, caller)
+        return await send(model_key, body, caller)
+
+    @router.post(
+        "/{model_key}/event/stream",
+        summary="Send an event and follow its run as server-sent events",
+        description="Events: `state` (the session entered a state), `token` (LLM text as it arrives), "
+        "`progress` (sub-task counts), then `response` (the final AIResponse, as a poll would answer) "
+        "and the stream ends. A refused event answers its error status before any stream starts. A client "
+        "that drops the stream loses nothing: polling still answers.",
+        response_class=StreamingResponse,
+        responses={**responses(401, 404, 409, 413, 422, 503), 200: {"content": {SSE_MEDIA_TYPE: {}}}},
+    )
+    async def stream(
+        model_key: Annotated[str, _MODEL_KEY],
+        body: Annotated[EventInput, Body(openapi_examples=_EVENT_EXAMPLES)],
+        caller: CallerDep,
+    ) -> StreamingResponse:
+        flow.flow_of(model_key)
+        check_size(body.event_input)
+        await check_owner(model_key, body.session_id, caller)
+        items = await event_stream(flow, model_key, body)
+        return StreamingResponse(items, media_type=SSE_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
+
+    @router.get(
+        "/{model_key}/task_state/{session_id}",
+        response_model=AIStatusResponse,
+        summary="Whether the session is ready for an event",
+        responses=responses(401, 404, 503),
+    )
+    async def task_state(
+        model_key: Annotated[str, _MODEL_KEY], session_id: Annotated[str, _SESSION_ID], caller: CallerDep
+    ) -> AIStatusResponse:
+        flow.flow_of(model_key)
+        await check_owner(model_key, session_id, caller)
+        return await flow.aget_task_state(model_key, session_id)
+
+    @router.get(
+        "/{model_key}/model/{session_id}",
+        response_model=AIResponse,
+        summary="The session's model as JSON, or a JMESPath into it",
+        description="`response` is the JSON text of the model (or of what `path` selects).",
+        responses=responses(400, 401, 404, 503),
+    )
+    async def model(
+        model_key: Annotated[str, _MODEL_KEY],
+        session_id: Annotated[str, _SESSION_ID],
+        caller: CallerDep,
+        path: Annotated[
+            str | None, Query(description="a JMESPath expression into the model", examples=["dialogue[-1].actor_text"])
+        ] = None,
+    ) -> AIResponse:
+        flow.flow_of(model_key)
+        expression = None
+        if path:
+            try:
+                expression = jmespath.compile(path)
+            except JMESPathError as exc:
+                raise ApiError(
+                    400,
+                    "invalid_jmespath",
+                    f"path {path!r} is not a valid JMESPath expression ({exc}); see https://jmespath.org",
+                    path=path,
+                ) from None
+        await check_owner(model_key, session_id, caller)
+        data = (await flow.aget_model(model_key, session_id)).model_dump(mode="json")
+        status = await flow.aget_task_state(model_key, session_id)
+        selected = expression.search(data) if expression is not None else data
+        return AIResponse(
+            session_id=session_id,
+            response=json.dumps(selected),
+            next_actions=status.next_actions if status.ready else [POLL],
+        )
+
+    @router.post(
+        "/{model_key}/user_sessions",
+        response_model=UserSessions | None,
+        summary="A user's live sessions of the model key",
+        description="Genie Flow's user document with `sessions`, or null when the user has none. With API "
+        "keys on, only the caller's own sessions are listed.",
+        responses=responses(401, 404, 503),
+    )
+    async def user_sessions(model_key: Annotated[str, _MODEL_KEY], user: User, caller: CallerDep) -> Any:
+        found = await flow.auser_sessions(model_key, user)
+        if caller.name is not None:
+            found = [sid for sid in found if await _owner_or_none(flow, model_key, sid) == caller.name]
+        if not found:
+            return None
+        return UserSessions(**user.model_dump(mode="json"), sessions=found)
+
+    app.include_router(router)
+
+    @app.get(
+        "/health",
+        response_model=Health,
+        summary="The service is up and its store answers",
+        responses={503: {"model": ErrorBody, "description": "the store cannot be reached"}},
+    )
+    async def health() -> Any:
+        try:
+            await flow.acheck_store()
+        except Exception as exc:
+            return JSONResponse(
+                {"error": "store_unavailable", "detail": f"the store does not answer: {type(exc).__name__}: {exc}"},
+                status_code=503,
+            )
+        return Health(store=flow.store_url.split(":", 1)[0])
+
+    return app
+
+
+async def _owner_or_none(flow: GenieFlow, model_key: str, session_id: str) -> str | None:
+    try:
+        return await flow.asession_owner(model_key, session_id)
+    except UnknownSession:
+        return None
+
+
+def settings_from_env() -> dict[str, Any]:
+    """``create_app`` options from the environment (what ``genie-graph serve`` passes to its workers)."""
+    options: dict[str, Any] = {"prefix": os.environ.get("GENIE_GRAPH_API_PREFIX", DEFAULT_PREFIX)}
+    keys = os.environ.get("GENIE_GRAPH_API_KEYS", "").strip()
+    if keys:
+        options["api_keys"] = parse_api_keys(keys)
+    origins = os.environ.get("GENIE_GRAPH_CORS_ORIGINS", "").strip()
+    if origins:
+        options["cors_origins"] = [origin.strip() for origin in origins.split(",") if origin.strip()]
+    limit = os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", "").strip()
+    if limit:
+        options["max_event_input_bytes"] = int(limit)
+    return options
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``name:key,name2:key2`` as ``{key: name}``.
+
+    Raises:
+        ValueError: an entry is not ``name:key``, or a name or key is used twice.
+    """
+    keys: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        name, sep, key = entry.partition(":")
+        if not sep or not name.strip() or not key.strip():
+            raise ValueError(
+                f"API key entry {entry!r} is not name:key; write GENIE_GRAPH_API_KEYS=alice:s3cret,bob:..."
+            )
+        if key.strip() in keys or name.strip() in keys.values():
+            raise ValueError(f"API key entry {entry!r} repeats a name or a key; give each caller its own")
+        keys[key.strip()] = name.strip()
+    return keys
