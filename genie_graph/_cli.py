@@ -3,6 +3,8 @@
     genie-graph [--flow package.module:attribute] [--store URL] list
     genie-graph [...] draw <model_key> [--format mermaid]
     genie-graph [...] chat <model_key>
+    genie-graph [...] serve [--host H] [--port P] [--workers N] [--runner R] [--prefix /v1/ai]
+    genie-graph [...] worker [--queues a,b] [--concurrency N]
 
 ``--flow`` names a ``GenieFlow`` object, or a function returning one (called with
 ``store=URL`` when ``--store`` is given); default ``$GENIE_GRAPH_FLOW`` or ``graphs:flow``.
@@ -27,7 +29,7 @@ from ._api_models import AIResponse, EventInput
 from ._compiler import graph_of
 from ._flow import POLL
 from ._model import StateKind
-from ._runtime import DEFAULT_QUEUE, GenieFlow
+from ._runtime import DEFAULT_QUEUE, RUNNERS, GenieFlow
 from ._stores import STORE_URL_FORMS
 from .errors import GenieGraphError
 
@@ -425,7 +427,92 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=8, metavar="N", help="invoker states worked at once (8)")
     worker.add_argument("--loglevel", default="INFO", help="Celery's log level (INFO)")
     worker.set_defaults(handler=cmd_worker, runner="celery")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the flow's HTTP API (Genie Flow's routes, with streaming) with uvicorn",
+        description="Serve the flow over HTTP. API keys come from $GENIE_GRAPH_API_KEYS (name:key,name2:key2); "
+        "with them, every route but /health needs a key and sessions are bound to their caller.",
+    )
+    serve.add_argument("--host", default=os.environ.get("GENIE_GRAPH_HOST", "127.0.0.1"), help="(127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("GENIE_GRAPH_PORT", "8000")), help="(8000)")
+    serve.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="server processes (1); more need a Redis --store"
+    )
+    serve.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default=os.environ.get("GENIE_GRAPH_RUNNER") or None,
+        help="where invoker states run: inline (in the server) or celery (on workers); default the flow's own",
+    )
+    serve.add_argument("--prefix", default=os.environ.get("GENIE_GRAPH_API_PREFIX", "/v1/ai"), help="(/v1/ai)")
+    serve.add_argument(
+        "--cors-origins",
+        default=os.environ.get("GENIE_GRAPH_CORS_ORIGINS", ""),
+        metavar="ORIGINS",
+        help="comma-separated origins browsers may call from (* for any); default none",
+    )
+    serve.add_argument(
+        "--max-event-input",
+        type=int,
+        default=int(os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", str(64 * 1024))),
+        metavar="BYTES",
+        help="the largest event_input accepted (65536)",
+    )
+    serve.add_argument("--log-level", default="warning", help="uvicorn's log level (warning)")
+    serve.set_defaults(handler=cmd_serve)
     return parser
+
+
+def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the flow's HTTP API until stopped."""
+    import uvicorn
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_event_input < 1:
+        raise UsageError(f"--max-event-input must be at least 1, got {args.max_event_input}")
+    env = {
+        "GENIE_GRAPH_API_PREFIX": args.prefix,
+        "GENIE_GRAPH_CORS_ORIGINS": args.cors_origins,
+        "GENIE_GRAPH_MAX_EVENT_INPUT": str(args.max_event_input),
+    }
+    os.environ.update(env)
+    from api import settings_from_env
+
+    try:
+        settings = settings_from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(
+        f"genie-graph: serving {', '.join(flow.model_keys)} on http://{args.host}:{args.port}{settings['prefix']} "
+        f"(store {flow.store_url.split('?')[0]}, runner {flow.runner}, {args.workers} worker(s); docs at /docs)",
+        file=out,
+        flush=True,
+    )
+    if args.workers == 1:
+        from api import create_app
+
+        uvicorn.run(create_app(flow, **settings), host=args.host, port=args.port, log_level=args.log_level)
+        return 0
+    if not flow.store_url.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(
+            f"--workers {args.workers} needs a store shared by processes: pass --store redis://host:port/0 "
+            f"(the store is {flow.store_url})"
+        )
+    os.environ.update({FLOW_ENV: args.flow, STORE_ENV: flow.store_url, "GENIE_GRAPH_RUNNER": flow.runner})
+    flow.close()
+    uvicorn.run(
+        "api._serve:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return 0
 
 
 def cmd_worker(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:

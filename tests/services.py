@@ -122,6 +122,17 @@ def python_process(
         )
 
 
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Worker:
     """A real ``genie-graph worker`` process (Celery, threads pool) for a flow on a Redis store."""
 
@@ -163,13 +174,7 @@ class Worker:
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.process = None
 
 
@@ -178,3 +183,47 @@ def offline_env() -> dict[str, str]:
     return {
         name: "" for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "GENIE_GRAPH_OPENAI_BASE_URL")
     }
+
+
+class ApiServer:
+    """A real ``genie-graph serve`` process (uvicorn) on a free loopback port."""
+
+    def __init__(
+        self,
+        log: Path,
+        store: str,
+        *,
+        runner: str = "inline",
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        self.log, self.store, self.runner, self.env, self.args = log, store, runner, env or {}, list(args)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiServer:
+        import httpx
+
+        args = ["-m", "genie_graph._cli", "--store", self.store, "serve", "--port", str(self.port)]
+        args += ["--runner", self.runner, *self.args]
+        self.process = python_process(args, env={**offline_env(), **self.env}, log=self.log)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"genie-graph serve exited with {self.process.returncode}; see {self.log}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"genie-graph serve not up within 60 s; see {self.log}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        terminate(self.process)
+        self.process = None
