@@ -350,6 +350,8 @@ def settings_from_env() -> dict[str, Any]:
     origins = os.environ.get("GENIE_GRAPH_CORS_ORIGINS", "").strip()
     if origins:
         options["cors_origins"] = [origin.strip() for origin in origins.split(",") if origin.strip()]
+    if os.environ.get("GENIE_GRAPH_GENIE_FLOW_STATUS_CODES", "").strip() not in ("", "0"):
+        options["genie_flow_status_codes"] = True
     limit = os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", "").strip()
     if limit:
         options["max_event_input_bytes"] = int(limit)

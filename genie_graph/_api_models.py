@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ._user import User
 
@@ -19,8 +19,15 @@ class GenieMessageWithActions(GenieMessage):
     next_actions: list[str] = Field(default_factory=list)
 
 
+_SESSION = "0190c3f2-6a8e-7d9b-a1f0-2c4b7e9d1a35"
+
+
 class AIProgressResponse(BaseModel):
     """How far a background run is: sub-tasks in total and done so far."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"total_number_of_subtasks": 4, "number_of_subtasks_executed": 1}]}
+    )
 
     total_number_of_subtasks: int
     number_of_subtasks_executed: int
@@ -36,6 +43,27 @@ class AIProgressResponse(BaseModel):
 class AIResponse(GenieMessageWithActions):
     """The answer to a start or an event: the response text, or an error, or progress."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": _SESSION,
+                    "next_actions": ["user_input"],
+                    "error": None,
+                    "response": "Welcome! How can I help?",
+                    "progress": None,
+                },
+                {
+                    "session_id": _SESSION,
+                    "next_actions": ["poll"],
+                    "error": None,
+                    "response": None,
+                    "progress": {"total_number_of_subtasks": 4, "number_of_subtasks_executed": 1},
+                },
+            ]
+        }
+    )
+
     error: str | None = None
     response: str | None = None
     progress: AIProgressResponse | None = None
@@ -44,11 +72,21 @@ class AIResponse(GenieMessageWithActions):
 class AIStatusResponse(GenieMessageWithActions):
     """Whether a session is ready for its next event (no run in flight)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"session_id": _SESSION, "next_actions": ["user_input"], "ready": True}]}
+    )
+
     ready: bool
 
 
 class EventInput(GenieMessage):
     """An event sent to a session, with its input text (``""`` allowed, not null)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"session_id": _SESSION, "event": "user_input", "event_input": "What is the weather like?"}]
+        }
+    )
 
     event: str
     event_input: str
@@ -56,6 +94,10 @@ class EventInput(GenieMessage):
 
 class SessionStartRequest(BaseModel):
     """The body of ``start_ephemeral_session``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"event": "user_input", "event_input": "Hello!", "user_info": None}]}
+    )
 
     event: str
     event_input: str

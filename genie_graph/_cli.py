@@ -459,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="the largest event_input accepted (65536)",
     )
+    serve.add_argument(
+        "--genie-flow-status-codes",
+        action="store_true",
+        help="answer refused events with 500 as Genie Flow does, instead of 409/422",
+    )
     serve.add_argument("--log-level", default="warning", help="uvicorn's log level (warning)")
     serve.set_defaults(handler=cmd_serve)
     return parser
@@ -478,6 +483,7 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         "GENIE_GRAPH_API_PREFIX": args.prefix,
         "GENIE_GRAPH_CORS_ORIGINS": args.cors_origins,
         "GENIE_GRAPH_MAX_EVENT_INPUT": str(args.max_event_input),
+        "GENIE_GRAPH_GENIE_FLOW_STATUS_CODES": "1" if args.genie_flow_status_codes else "",
     }
     os.environ.update(env)
     from api import settings_from_env

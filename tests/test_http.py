@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -287,3 +288,38 @@ def test_api_keys_bind_sessions_to_their_caller(secured: ApiServer) -> None:
         assert response.status_code == 404, response.text
     assert httpx.post(f"{base}/q_and_a/user_sessions", json=USER, headers=bob).json() is None
     assert httpx.post(f"{base}/q_and_a/user_sessions", json=USER, headers=alice).json()["sessions"] == [session_id]
+
+
+# ---- deployment: CORS, health, several server processes ------------------------------------
+def test_cors_health_and_several_server_processes_on_redis(tmp_path: Path) -> None:
+    """Two uvicorn processes share one Redis; /health follows the store; CORS answers browsers."""
+    redis_server = RedisServer(tmp_path / "redis").start()
+    api = ApiServer(
+        tmp_path / "serve.log", redis_server.url, args=["--workers", "2", "--cors-origins", "http://localhost:5173"]
+    )
+    try:
+        api.start()
+        base = api.url + PREFIX
+        preflight = httpx.options(
+            f"{base}/q_and_a/event",
+            headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            session_id = start(client)["session_id"]
+            for n in range(6):  # new connections: uvicorn's processes take turns
+                with httpx.Client(base_url=base, timeout=30) as fresh:
+                    answer = event(fresh, session_id, "user_input", f"question {n}").json()
+                    assert settle(fresh, session_id, answer)["error"] is None
+        redis_server.stop()
+        down = httpx.get(api.url + "/health")
+        assert down.status_code == 503 and down.json()["error"] == "store_unavailable"
+        unavailable = httpx.post(
+            f"{base}/q_and_a/event", json={"session_id": session_id, "event": "poll", "event_input": ""}
+        )
+        assert unavailable.status_code == 503 and unavailable.json()["error"] == "store_unavailable", unavailable.text
+        redis_server.start()
+        assert httpx.get(api.url + "/health").status_code == 200
+    finally:
+        api.stop()
+        redis_server.stop()
