@@ -1,4 +1,4 @@
-"""``genie-graph``: list, draw and chat with the flows of a ``GenieFlow``.
+"""``genie-graph``: list, draw, chat with and serve the flows of a ``GenieFlow``, or work their invoker states.
 
     genie-graph [--flow package.module:attribute] [--store URL] list
     genie-graph [...] draw <model_key> [--format mermaid]
@@ -31,7 +31,7 @@ from ._flow import POLL
 from ._model import StateKind
 from ._runtime import DEFAULT_QUEUE, RUNNERS, GenieFlow
 from ._stores import STORE_URL_FORMS
-from .errors import GenieGraphError
+from .errors import GenieGraphError, without_credentials
 
 DEFAULT_FLOW = "graphs:flow"
 FLOW_ENV = "GENIE_GRAPH_FLOW"
@@ -382,37 +382,51 @@ def cmd_chat(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
 
 
 # ---- entry point --------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="genie-graph",
-        description="List, draw and chat with Genie Flow dialogue flows compiled to LangGraph.",
-    )
+def _add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """``--flow``, ``--store`` and ``-v``: before the command, or after it (``genie-graph serve --flow x``)."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS  # after the command, only what is given counts
+
     parser.add_argument(
         "--flow",
-        default=os.environ.get(FLOW_ENV) or DEFAULT_FLOW,
+        default=default(os.environ.get(FLOW_ENV) or DEFAULT_FLOW),
         metavar="MODULE:ATTR",
         help=f"the GenieFlow (or a function returning one) to use; default ${FLOW_ENV} or {DEFAULT_FLOW}",
     )
     parser.add_argument(
         "--store",
-        default=os.environ.get(STORE_ENV) or None,
+        default=default(os.environ.get(STORE_ENV) or None),
         metavar="URL",
         help=f"session store: {STORE_URL_FORMS}; default ${STORE_ENV} or the flow's own",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log genie-graph's warnings and info")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="log genie-graph's warnings and info"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genie-graph",
+        description="List, draw, chat with, serve and work Genie Flow dialogue flows compiled to LangGraph.",
+    )
+    _add_common_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     listing = commands.add_parser("list", help="one line per model key: machine, initial state, states, invokers")
+    _add_common_options(listing, defaults=False)
     listing.set_defaults(handler=cmd_list)
 
     draw = commands.add_parser("draw", help="print the compiled graph of a model key as Mermaid text")
     draw.add_argument("model_key")
     draw.add_argument("--format", choices=["mermaid"], default="mermaid", help="output format (mermaid)")
+    _add_common_options(draw, defaults=False)
     draw.set_defaults(handler=cmd_draw)
 
     chat = commands.add_parser("chat", help="talk to a model key in the terminal (/help inside for commands)")
     chat.add_argument("model_key")
     chat.add_argument("--session", metavar="ID", help="continue a session kept in the store instead of starting one")
+    _add_common_options(chat, defaults=False)
     chat.set_defaults(handler=cmd_chat)
 
     worker = commands.add_parser(
@@ -426,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--concurrency", type=int, default=8, metavar="N", help="invoker states worked at once (8)")
     worker.add_argument("--loglevel", default="INFO", help="Celery's log level (INFO)")
+    _add_common_options(worker, defaults=False)
     worker.set_defaults(handler=cmd_worker, runner="celery")
 
     serve = commands.add_parser(
@@ -465,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer refused events with 500 as Genie Flow does, instead of 409/422",
     )
     serve.add_argument("--log-level", default="warning", help="uvicorn's log level (warning)")
+    _add_common_options(serve, defaults=False)
     serve.set_defaults(handler=cmd_serve)
     return parser
 
@@ -479,6 +495,11 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_event_input < 1:
         raise UsageError(f"--max-event-input must be at least 1, got {args.max_event_input}")
+    if args.workers > 1 and not flow.store_url.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(
+            f"--workers {args.workers} needs a store shared by processes: pass --store redis://host:port/0 "
+            f"(the store is {flow.store_url})"
+        )
     env = {
         "GENIE_GRAPH_API_PREFIX": args.prefix,
         "GENIE_GRAPH_CORS_ORIGINS": args.cors_origins,
@@ -494,7 +515,7 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(str(exc)) from exc
     print(
         f"genie-graph: serving {', '.join(flow.model_keys)} on http://{args.host}:{args.port}{settings['prefix']} "
-        f"(store {flow.store_url.split('?')[0]}, runner {flow.runner}, {args.workers} worker(s); docs at /docs)",
+        f"(store {without_credentials(flow.store_url)}, runner {flow.runner}, {args.workers} worker(s); docs at /docs)",
         file=out,
         flush=True,
     )
@@ -503,11 +524,6 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
 
         uvicorn.run(create_app(flow, **settings), host=args.host, port=args.port, log_level=args.log_level)
         return 0
-    if not flow.store_url.startswith(("redis://", "rediss://", "unix://")):
-        raise UsageError(
-            f"--workers {args.workers} needs a store shared by processes: pass --store redis://host:port/0 "
-            f"(the store is {flow.store_url})"
-        )
     os.environ.update({FLOW_ENV: args.flow, STORE_ENV: flow.store_url, "GENIE_GRAPH_RUNNER": flow.runner})
     flow.close()
     uvicorn.run(

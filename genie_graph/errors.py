@@ -201,6 +201,16 @@ class SerializationError(GenieGraphError, ValueError):
     """A serialized payload is not ``b"{version}:{0|1}:{json}"`` or cannot be decompressed or decoded."""
 
 
+def without_credentials(url: str) -> str:
+    """``url`` with any user name and password taken out, fit for messages and logs."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.hostname:
+        parsed = parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else ""))
+    return parsed.geturl()
+
+
 class StoreUnavailable(GenieGraphError):
     """The store (Redis, say) cannot be reached; nothing was changed. Retry once it is back.
 
@@ -209,12 +219,7 @@ class StoreUnavailable(GenieGraphError):
     """
 
     def __init__(self, url: str, cause: BaseException) -> None:
-        from urllib.parse import urlparse
-
-        parsed = urlparse(url)
-        if parsed.hostname:
-            parsed = parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else ""))
-        self.url = parsed.geturl()
+        self.url = without_credentials(url)
         super().__init__(
             f"the store at {self.url} is unavailable ({type(cause).__name__}: {cause}); the request changed "
             "nothing, retry once the store is back"

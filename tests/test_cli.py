@@ -258,3 +258,20 @@ def test_chat_continues_a_session_in_a_later_process(tmp_path: Path) -> None:
     assert f"resumed session {session_id}" in second.stderr
     assert "first question" in second.stdout  # the latest answer is shown again
     assert "second question" in second.stdout
+
+
+def test_flow_and_store_may_follow_the_command() -> None:
+    from genie_graph._cli import DEFAULT_FLOW, build_parser
+
+    parser = build_parser()
+    after = parser.parse_args(["serve", "--flow", "my_flows:flow", "--store", "memory://", "--port", "9000"])
+    assert (after.flow, after.store, after.port) == ("my_flows:flow", "memory://", 9000)
+    before = parser.parse_args(["--flow", "my_flows:flow", "worker", "--queues", "gpu"])
+    assert (before.flow, before.queues) == ("my_flows:flow", "gpu")
+    assert parser.parse_args(["list"]).flow == os.environ.get("GENIE_GRAPH_FLOW", DEFAULT_FLOW)
+
+
+def test_serve_refuses_several_processes_on_an_embedded_store(tmp_path: Path) -> None:
+    result = run_cli("--store", f"sqlite:///{tmp_path}/s.db", "serve", "--workers", "2", tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "--workers 2 needs a store shared by processes" in result.stderr
