@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncGenerator, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ RUNNERS = ("inline", "celery")
 _MODEL_KEY = "genie_model_key"
 _EVENT_LOCK_WAIT_SECONDS = 10.0
 _FOLLOW_CHECK_SECONDS = 1.0
+_FOLLOW_KEEPALIVE_SECONDS = 15.0
+"""A followed run quiet for this long gets its progress repeated, so proxies keep the stream open."""
 """A followed run that publishes nothing for this long is checked in the store (a missed ``done``)."""
 
 
@@ -126,6 +129,7 @@ class _FollowState:
     queue: asyncio.Queue[FeedItem]
     answer: AIResponse
     finished: bool = False
+    quiet_since: float = field(default_factory=time.monotonic)
 
 
 class _FeedWriter:
@@ -1093,8 +1097,13 @@ class GenieFlow:
             except TimeoutError:
                 item = None  # no word for a while: ask the store whether the run is over
             if item is not None and item["event"] != "done":
+                state.quiet_since = time.monotonic()
                 return item
-            if await self._progress_elsewhere(state.session_id) is not None:
+            progress = await self._progress_elsewhere(state.session_id)
+            if progress is not None:
+                if time.monotonic() - state.quiet_since >= _FOLLOW_KEEPALIVE_SECONDS:
+                    state.quiet_since = time.monotonic()  # a long quiet call: say it still runs
+                    return {"event": "progress", "data": progress.model_dump(mode="json")}
                 continue
             final = await self._poll(state.model_key, state.session_id)
             if final.next_actions == [POLL]:  # a resumed or queued run goes on
@@ -1110,7 +1119,8 @@ class GenieFlow:
         (``EventNotAllowed``, ``SessionBusy``, ``EventFailed``) before anything is yielded. It yields
         ``{"event": kind, "data": {...}}`` items: ``state`` (the session entered a state: ``state``,
         ``name``, ``kind``), ``token`` (LLM text as it arrives: ``state``, ``text``), ``progress``
-        (sub-task counts), and last ``response`` (the ``AIResponse`` a poll answers now, with the
+        (sub-task counts; repeated after 15 s without news, to keep proxies from closing the
+        stream), and last ``response`` (the ``AIResponse`` a poll answers now, with the
         current ``state`` beside ``data``). Works across processes on Redis (a worker's tokens reach
         this process). Dropping the iterator early loses nothing: polling still answers.
 

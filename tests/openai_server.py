@@ -9,6 +9,8 @@ ending in ``data: [DONE]`` when ``stream`` is true). Markers in the last user me
 * ``__HTTP500__``: a 500 with an OpenAI-style error body.
 * ``__SLOW__``: sleep 5 s first, so a client with a short timeout gives up.
 * ``__MESSAGES__``: the reply is a JSON dump of the received ``[{role, content}, ...]``.
+* ``__DRIP__``: a streamed reply waits ``DRIP_SECONDS`` before each chunk, so a client sees
+  tokens arrive while the call is still going.
 
 ``GET /_requests`` lists every chat request body received so far; ``POST /_reset`` clears it.
 """
@@ -28,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 SLOW_SECONDS = 5.0
+DRIP_SECONDS = 0.1
 
 _requests: list[dict[str, Any]] = []
 _requests_lock = threading.Lock()
@@ -115,11 +118,11 @@ class _Handler(BaseHTTPRequestHandler):
             reply = "ECHO: " + last
         model = str(body.get("model") or "fake-model")
         if body.get("stream"):
-            self._stream(model, reply)
+            self._stream(model, reply, DRIP_SECONDS if "__DRIP__" in last else 0.0)
         else:
             self._send_json(200, _completion(model, reply))
 
-    def _stream(self, model: str, reply: str) -> None:
+    def _stream(self, model: str, reply: str, drip: float = 0.0) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -131,6 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
         deltas += [{"content": piece} for piece in pieces]
         for delta in deltas:
+            time.sleep(drip)
             self._sse(_chunk(model, created, delta, None))
         self._sse(_chunk(model, created, {}, "stop"))
         self.wfile.write(b"data: [DONE]\n\n")

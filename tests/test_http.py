@@ -238,6 +238,17 @@ def test_sse_streams_states_tokens_in_order_then_the_response(client: httpx.Clie
     assert ("state", {"state": "ai_creates_response", "name": "Ai creates response", "kind": "invoker"}) in seen
 
 
+def test_tokens_arrive_while_the_run_still_goes(client: httpx.Client) -> None:
+    session_id = start(client)["session_id"]
+    body = {"session_id": session_id, "event": "user_input", "event_input": "__DRIP__ slowly"}
+    with client.stream("POST", "/q_and_a/event/stream", json=body) as response:
+        frames = _frames(response)
+        kind, data = next(frame for frame in frames if frame[0] == "token")
+        assert client.get(f"/q_and_a/task_state/{session_id}").json()["ready"] is False  # the call goes on
+        rest = list(frames)
+    assert rest[-1][0] == "response" and "slowly" in rest[-1][1]["response"]
+
+
 def test_a_dropped_stream_loses_nothing(client: httpx.Client) -> None:
     session_id = start(client)["session_id"]
     body = {"session_id": session_id, "event": "user_input", "event_input": "__SLOW__ dropped"}
