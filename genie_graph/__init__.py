@@ -3,6 +3,7 @@
 from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, EventInput, SessionStartRequest
 from ._compiler import build_graph
 from ._declaration import EventData, GenieStateMachine, MapTaskTemplate, NamedQueueTaskTemplate, State
+from ._diagram import Diagram
 from ._flow import POLL, GenieCompat
 from ._invokers import GenieInvoker
 from ._model import DialogueElement, DialogueFormat, GenieModel, SecondaryStore, VersionedModel
@@ -17,6 +18,7 @@ __all__ = [
     "EventInput",
     "GenieFlow",
     "SessionStartRequest",
+    "Diagram",
     "DialogueElement",
     "DialogueFormat",
     "EventData",

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ._api_models import AIResponse, EventInput
-from ._compiler import graph_of
 from ._flow import POLL
 from ._model import StateKind
 from ._runtime import DEFAULT_QUEUE, RUNNERS, GenieFlow
@@ -156,11 +155,23 @@ def cmd_list(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_draw(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
+    """Print the diagram as Mermaid or DOT text, or write it as a PNG or SVG image (offline, Graphviz)."""
+    from ._diagram import Diagram, GraphvizMissing
+
     _check_key(flow, args.model_key)
-    # The drawing does not depend on the checkpointer: compile without one, so drawing never opens
-    # (or creates) the session store. Mermaid text only; mermaid.ink is never contacted.
-    graph = graph_of(flow.flow_of(args.model_key))
-    print(graph.get_graph().draw_mermaid(), file=out, end="")
+    # Without --session, drawing never opens (or creates) the session store; no web service is contacted.
+    diagram = flow.draw(args.model_key, args.session) if args.session else Diagram(flow.flow_of(args.model_key))
+    images = [(path, kind) for path, kind in ((args.png, "png"), (args.svg, "svg")) if path]
+    for path, kind in images:
+        try:
+            data = diagram.render(kind, args.engine)  # type: ignore[arg-type]
+        except GraphvizMissing as exc:
+            raise UsageError(str(exc)) from exc
+        with open(path, "wb") as image:
+            image.write(data)
+        print(f"genie-graph: wrote {path} ({len(data)} bytes)", file=sys.stderr)
+    if not images:
+        print(diagram.dot if args.format == "dot" else diagram.mermaid, file=out, end="")
     return 0
 
 
@@ -417,9 +428,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(listing, defaults=False)
     listing.set_defaults(handler=cmd_list)
 
-    draw = commands.add_parser("draw", help="print the compiled graph of a model key as Mermaid text")
+    draw = commands.add_parser(
+        "draw", help="print a model key's graph as Mermaid (or DOT) text, or write it as PNG/SVG"
+    )
     draw.add_argument("model_key")
-    draw.add_argument("--format", choices=["mermaid"], default="mermaid", help="output format (mermaid)")
+    draw.add_argument("--format", choices=["mermaid", "dot"], default="mermaid", help="text to print (mermaid)")
+    draw.add_argument("--png", metavar="PATH", help="write a PNG image instead (needs Graphviz's dot)")
+    draw.add_argument("--svg", metavar="PATH", help="write an SVG image instead (needs Graphviz's dot)")
+    draw.add_argument("--session", metavar="ID", help="highlight this session's current state")
+    draw.add_argument(
+        "--engine",
+        choices=["auto", "dot", "wasm"],
+        default="auto",
+        help="image renderer: Graphviz's dot program, its WebAssembly build shipped with genie-graph, "
+        "or auto (dot when installed)",
+    )
     _add_common_options(draw, defaults=False)
     draw.set_defaults(handler=cmd_draw)
 

@@ -204,6 +204,12 @@ def _run_blocking(afunc: Callable[..., Coroutine[Any, Any, Any]], *args: Any) ->
     return outcome["value"]
 
 
+def _name_session(model: GenieModel, config: RunnableConfig) -> None:
+    """A thread started without a session id (plain LangGraph, Studio) takes its thread id."""
+    if not model.session_id:
+        model.session_id = str((config.get("configurable") or {}).get("thread_id") or "")
+
+
 def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
     """The LangGraph node for state ``state_id`` (sync and async)."""
     kind = flow.kinds[state_id]
@@ -213,6 +219,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
     async def user_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
         before = as_json(model)
         if is_initial and model.state is None:
+            _name_session(model, config)
             record = (config.get("configurable") or {}).get(RECORD_INTRO, True)
             await flow.enter_initial_state(model, record_intro=bool(record))
             return Command(update=changed_fields(before, model), goto=state_id)
@@ -228,6 +235,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
         if _invoker_is_waiting(model, state_id):
             return await _await_event(flow, model, state_id, before, model.task_error)
         if is_initial and model.state is None:
+            _name_session(model, config)
             await flow.enter_initial_state(model, record_intro=False)
         entered = as_json(model) if model.state is not None and before.get("state") is None else before
         template = flow.templates[state_id]

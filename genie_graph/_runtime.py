@@ -34,6 +34,7 @@ from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, Event
 from ._compiler import graph_of
 from ._composite import CompositeRunner
 from ._declaration import NamedQueueTaskTemplate
+from ._diagram import Diagram
 from ._flow import POLL, CompiledFlow, GenieCompat, compile_flow
 from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
 from ._model import GenieModel, StateKind, reachable_types
@@ -1253,6 +1254,19 @@ class GenieFlow:
         ``{"configurable": {"thread_id": session_id}}``.
         """
         return self._sync(self._graph(model_key))
+
+    def draw(self, model_key: str, session_id: str | None = None) -> Diagram:
+        """The flow's diagram, with the session's current state highlighted when ``session_id`` is given.
+
+        It displays inline in a notebook; ``.mermaid`` and ``.dot`` give the text, ``.render("png")``
+        or ``.render("svg")`` the image (offline, through Graphviz).
+
+        Raises:
+            UnknownModelKey, UnknownSession: the key or session does not exist.
+        """
+        flow = self.flow_of(model_key)
+        current = None if session_id is None else flow.state_of(self.get_model(model_key, session_id))
+        return Diagram(flow, current)
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def _close(self, timeout: float) -> None:

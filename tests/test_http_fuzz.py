@@ -36,7 +36,7 @@ def test_no_generated_request_gets_a_server_error(fuzzed: ApiServer) -> None:
     for strategy, negative in strategies:
 
         @given(case=strategy)
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def no_server_error(case: schemathesis.Case) -> None:
             response = case.call(timeout=30)
             assert response.status_code < 500, (case.method, case.formatted_path, case.body, response.text)
