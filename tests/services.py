@@ -122,6 +122,24 @@ def python_process(
         )
 
 
+def wait_for_http(url: str, what: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    """Wait until ``url`` answers 200; raise if ``process`` exits first or ``timeout`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not up within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def terminate(process: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
     """Stop a child process: SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
     if process is not None and process.poll() is None:
@@ -196,8 +214,10 @@ class ApiServer:
         runner: str = "inline",
         env: dict[str, str] | None = None,
         args: Sequence[str] = (),
+        flow: str | None = None,
     ) -> None:
         self.log, self.store, self.runner, self.env, self.args = log, store, runner, env or {}, list(args)
+        self.flow = flow
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -206,23 +226,12 @@ class ApiServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ApiServer:
-        import httpx
-
-        args = ["-m", "genie_graph._cli", "--store", self.store, "serve", "--port", str(self.port)]
+        args = ["-m", "genie_graph._cli", *(["--flow", self.flow] if self.flow else [])]
+        args += ["--store", self.store, "serve", "--port", str(self.port)]
         args += ["--runner", self.runner, *self.args]
         self.process = python_process(args, env={**offline_env(), **self.env}, log=self.log)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"genie-graph serve exited with {self.process.returncode}; see {self.log}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"genie-graph serve not up within 60 s; see {self.log}")
-            time.sleep(0.1)
+        wait_for_http(f"{self.url}/health", f"genie-graph serve (see {self.log})", self.process)
+        return self
 
     def stop(self) -> None:
         terminate(self.process)

@@ -1,0 +1,146 @@
+"""genie-graph's overhead over a hand-written LangGraph graph, in process, on the same checkpointer.
+
+The hand-written graph is ``../shared/peers/langgraph-bare``'s Q&A flow (intro, interrupt, an echo
+node, a user state, interrupt ...), with a pydantic state holding the dialogue. genie-graph runs
+the benchmark's ``qa`` flow through its runtime (``process_event``, then waiting for the run). Both
+use ``durability="sync"`` and 5-turn sessions, so the figures compare with the measured floors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph import START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, interrupt
+from pydantic import BaseModel, Field
+
+from bench.scenarios import Timings
+from genie_graph import EventInput
+
+TURNS_PER_SESSION = 5
+
+
+class Utterance(BaseModel):
+    actor: str
+    text: str
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class QA(BaseModel):
+    state: str = "intro"
+    actor_input: str = ""
+    dialogue: list[Utterance] = []
+
+
+def _intro(s: QA) -> dict[str, Any]:
+    dialogue = s.dialogue or [Utterance(actor="assistant", text="Welcome to Q and A")]
+    event = interrupt({"next_actions": ["user_input"]})
+    text = event["event_input"]
+    return {"dialogue": [*dialogue, Utterance(actor="user", text=text)], "actor_input": text, "state": "ai"}
+
+
+def _ai(s: QA) -> dict[str, Any]:
+    out = "Echo: " + s.actor_input
+    return {"dialogue": [*s.dialogue, Utterance(actor="assistant", text=out)], "actor_input": out, "state": "user"}
+
+
+def _user_enters_query(s: QA) -> dict[str, Any]:
+    event = interrupt({"next_actions": ["user_input"]})
+    text = event["event_input"]
+    return {"dialogue": [*s.dialogue, Utterance(actor="user", text=text)], "actor_input": text, "state": "ai"}
+
+
+def bare_graph(saver: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
+    """The hand-written Q&A graph."""
+    builder: StateGraph[Any] = StateGraph(QA)
+    builder.add_node("intro", _intro)
+    builder.add_node("ai", _ai)
+    builder.add_node("user_enters_query", _user_enters_query)
+    builder.add_edge(START, "intro")
+    builder.add_edge("intro", "ai")
+    builder.add_edge("ai", "user_enters_query")
+    builder.add_edge("user_enters_query", "ai")
+    return builder.compile(checkpointer=saver)
+
+
+async def _bare_turns(saver: BaseCheckpointSaver[Any], sessions: int) -> Timings:
+    graph = bare_graph(saver)
+    timings = Timings()
+    for _ in range(sessions):
+        config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        await graph.ainvoke(QA(), config, durability="sync")
+        for turn in range(TURNS_PER_SESSION):
+            resume = Command(resume={"event": "user_input", "event_input": f"question {turn}"})
+            began = time.perf_counter()
+            await graph.ainvoke(resume, config, durability="sync")
+            timings.seconds.append(time.perf_counter() - began)
+    return timings
+
+
+def _genie_turns(store: str, sessions: int) -> Timings:
+    from bench.flows import create_flow
+
+    timings = Timings()
+    with create_flow(store) as flow:
+        for _ in range(sessions):
+            session_id = flow.create_new_session("qa").session_id
+            for turn in range(TURNS_PER_SESSION):
+                event = EventInput(session_id=session_id, event="user_input", event_input=f"question {turn}")
+                began = time.perf_counter()
+                flow.process_event("qa", event)
+                flow.wait_until_ready(session_id)
+                timings.seconds.append(time.perf_counter() - began)
+    return timings
+
+
+def overhead(sessions: int, redis_url: str | None) -> list[dict[str, Any]]:
+    """Per-turn p50 of both, per checkpointer, and their ratio."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    rows: list[dict[str, Any]] = []
+    place = Path(tempfile.mkdtemp(prefix="genie-graph-overhead-"))
+
+    async def bare(kind: str) -> Timings:
+        if kind == "memory":
+            serde = JsonPlusSerializer(allowed_msgpack_modules=[(__name__, "Utterance")])
+            return await _bare_turns(InMemorySaver(serde=serde), sessions)
+        if kind == "sqlite":
+            async with AsyncSqliteSaver.from_conn_string(str(place / "bare.sqlite")) as saver:
+                return await _bare_turns(saver, sessions)
+        from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+        from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
+
+        async with AsyncRedisSaver.from_conn_string(redis_url) as saver:
+            # the stock saver revives nested models only from an allow-list (see the Redis issue's trap)
+            saver.serde = JsonPlusRedisSerializer(allowed_json_modules=[(*__name__.split("."), "Utterance")])
+            await saver.asetup()
+            return await _bare_turns(saver, sessions)
+
+    stores = {"memory": "memory://", "sqlite": f"sqlite:///{place / 'genie.sqlite'}"}
+    if redis_url:
+        stores["redis"] = redis_url
+    for kind, store in stores.items():
+        hand_written = asyncio.run(bare(kind)).summary()
+        genie = _genie_turns(store, sessions).summary()
+        ratio = genie["p50_ms"] / hand_written["p50_ms"] if genie["p50_ms"] and hand_written["p50_ms"] else None
+        rows.append(
+            {
+                "checkpointer": kind,
+                "langgraph_p50_ms": hand_written["p50_ms"],
+                "genie_graph_p50_ms": genie["p50_ms"],
+                "ratio": round(ratio, 2) if ratio else None,
+                "langgraph": hand_written,
+                "genie_graph": genie,
+            }
+        )
+    return rows

@@ -1,0 +1,207 @@
+"""The scenarios, spoken over Genie Flow's HTTP API, so they run unchanged against every target.
+
+Every request that fails (a non-200 status, an ``error`` in the answer, a timeout) counts as a
+failed turn: it is reported, never dropped from the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+POLL_INTERVAL = 0.002
+"""A Genie Flow client polls 2 ms apart."""
+TURN_TIMEOUT = 60.0
+
+
+class TurnFailed(Exception):
+    """A request answered something other than a good 200."""
+
+
+@dataclass
+class Timings:
+    """Latencies (seconds) of the operations that worked, and the failures."""
+
+    seconds: list[float] = field(default_factory=list)
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add_failure(self, error: BaseException | str) -> None:
+        self.failures += 1
+        if len(self.errors) < 5:
+            self.errors.append(str(error)[:300])
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.seconds)
+
+        def percentile(p: float) -> float | None:
+            if not ordered:
+                return None
+            return round(1000 * ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 3)
+
+        return {
+            "count": len(ordered),
+            "failures": self.failures,
+            "p50_ms": percentile(50),
+            "p90_ms": percentile(90),
+            "p99_ms": percentile(99),
+            "mean_ms": round(1000 * statistics.fmean(ordered), 3) if ordered else None,
+            "errors": self.errors,
+        }
+
+
+async def _json(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise TurnFailed(f"HTTP {response.status_code}: {response.text[:200]}")
+    body = response.json()
+    if body.get("error"):
+        raise TurnFailed(f"error: {str(body['error'])[:200]}")
+    return body  # type: ignore[no-any-return]
+
+
+async def start_session(client: httpx.AsyncClient, model_key: str) -> str:
+    body = await _json(await client.post(f"/{model_key}/start_session"))
+    return str(body["session_id"])
+
+
+async def send(client: httpx.AsyncClient, model_key: str, session_id: str, event: str, text: str) -> dict[str, Any]:
+    payload = {"session_id": session_id, "event": event, "event_input": text}
+    return await _json(await client.post(f"/{model_key}/event", json=payload))
+
+
+async def polled_turn(client: httpx.AsyncClient, model_key: str, session_id: str, text: str) -> str:
+    """An event into the invoker state, then polls 2 ms apart until the answer."""
+    answer = await send(client, model_key, session_id, "user_input", text)
+    deadline = time.monotonic() + TURN_TIMEOUT
+    while answer["next_actions"] == ["poll"]:
+        if time.monotonic() > deadline:
+            raise TurnFailed(f"no answer within {TURN_TIMEOUT} s")
+        await asyncio.sleep(POLL_INTERVAL)
+        answer = await send(client, model_key, session_id, "poll", "")
+    return str(answer.get("response"))
+
+
+async def streamed_turn(client: httpx.AsyncClient, model_key: str, session_id: str, text: str) -> str:
+    """The same turn over server-sent events (genie-graph): the last frame is the response."""
+    payload = {"session_id": session_id, "event": "user_input", "event_input": text}
+    last: dict[str, Any] | None = None
+    async with client.stream("POST", f"/{model_key}/event/stream", json=payload) as response:
+        if response.status_code != 200:
+            raise TurnFailed(f"HTTP {response.status_code}")
+        kind = None
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "response":
+                last = json.loads(line.removeprefix("data: "))
+    if last is None or last.get("error"):
+        raise TurnFailed(f"stream ended without a good response: {last}")
+    return str(last.get("response"))
+
+
+async def _timed(timings: Timings, operation: Callable[[], Awaitable[Any]]) -> None:
+    began = time.perf_counter()
+    try:
+        await asyncio.wait_for(operation(), TURN_TIMEOUT)
+    except Exception as exc:  # every failure is counted, whatever it is
+        timings.add_failure(exc if str(exc) else type(exc).__name__)
+    else:
+        timings.seconds.append(time.perf_counter() - began)
+
+
+async def start_latency(client: httpx.AsyncClient, count: int) -> Timings:
+    timings = Timings()
+    for _ in range(count):
+        await _timed(timings, lambda: start_session(client, "qa"))
+    return timings
+
+
+async def turn_latency(client: httpx.AsyncClient, turns: int, streamed: bool = False) -> Timings:
+    """Sequential full turns in one session (a fresh session every 20 turns)."""
+    timings = Timings()
+    turn = streamed_turn if streamed else polled_turn
+    session_id = ""
+    for n in range(turns):
+        if n % 20 == 0:
+            session_id = await start_session(client, "qa")
+        await _timed(timings, lambda: turn(client, "qa", session_id, f"question {n}"))  # noqa: B023
+    return timings
+
+
+async def user_to_user(client: httpx.AsyncClient, count: int) -> Timings:
+    timings = Timings()
+    session_id = await start_session(client, "pingpong")
+    for n in range(count):
+        await _timed(timings, lambda: send(client, "pingpong", session_id, "user_input", f"page {n}"))  # noqa: B023
+    return timings
+
+
+async def throughput(client: httpx.AsyncClient, sessions: int, seconds: float, model_key: str = "qa") -> dict[str, Any]:
+    """``sessions`` clients, each turning its own session for ``seconds``: turns per second."""
+    timings = Timings()
+    stop_at = time.monotonic() + seconds
+
+    async def one_client(index: int) -> None:
+        try:
+            session_id = await start_session(client, model_key)
+        except Exception as exc:
+            timings.add_failure(exc)
+            return
+        n = 0
+        while time.monotonic() < stop_at:
+            await _timed(timings, lambda: polled_turn(client, model_key, session_id, f"q {index}.{n}"))  # noqa: B023
+            n += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one_client(index) for index in range(sessions)))
+    elapsed = time.perf_counter() - began
+    return {"sessions": sessions, "turns_per_s": round(len(timings.seconds) / elapsed, 2), **timings.summary()}
+
+
+async def alive_at_once(client: httpx.AsyncClient, sessions: int, rss: Callable[[], int]) -> dict[str, Any]:
+    """``sessions`` sessions started and each turned once at the same time; then the server's memory."""
+    timings = Timings()
+    ids: list[str] = []
+
+    async def open_one() -> None:
+        try:
+            ids.append(await start_session(client, "qa"))
+        except Exception as exc:
+            timings.add_failure(exc)
+
+    await asyncio.gather(*(open_one() for _ in range(sessions)))
+    await asyncio.gather(
+        *(_timed(timings, lambda sid=sid: polled_turn(client, "qa", sid, "hello")) for sid in ids)  # type: ignore[misc]
+    )
+    return {"sessions": sessions, "rss_mb": round(rss() / 2**20, 1), **timings.summary()}
+
+
+async def slow_llm(client: httpx.AsyncClient, sessions: int) -> dict[str, Any]:
+    """``sessions`` turns at once into a 1.5 s invoker: the wall time shows whether waits block each other."""
+    timings = Timings()
+    ids = [await start_session(client, "qa_slow") for _ in range(sessions)]
+    began = time.perf_counter()
+    await asyncio.gather(
+        *(_timed(timings, lambda sid=sid: polled_turn(client, "qa_slow", sid, "slow")) for sid in ids)  # type: ignore[misc]
+    )
+    return {"sessions": sessions, "wall_s": round(time.perf_counter() - began, 2), **timings.summary()}
+
+
+async def storage(client: httpx.AsyncClient, stored: Callable[[], int], checkpoints: tuple[int, ...]) -> dict[str, Any]:
+    """Bytes one session adds to the store after each number of turns (everything it leaves)."""
+    before = stored()
+    session_id = await start_session(client, "qa")
+    sizes: dict[int, int] = {}
+    failures = Timings()
+    for turn in range(1, max(checkpoints) + 1):
+        await _timed(failures, lambda: polled_turn(client, "qa", session_id, f"question {turn} " + "x" * 20))  # noqa: B023
+        if turn in checkpoints:
+            sizes[turn] = stored() - before
+    return {"bytes_by_turns": sizes, "failures": failures.failures, "errors": failures.errors}

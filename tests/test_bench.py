@@ -1,0 +1,37 @@
+"""The benchmark harness in quick mode against genie-graph: well-formed results and plots (no timings judged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_bench_writes_results_a_table_and_plots(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "bench", "all", "--quick", "--targets", "genie-graph", "--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (raw,) = tmp_path.glob("*.json")
+    results = json.loads(raw.read_text())
+    measured = results["targets"]["genie-graph"]
+    for scenario in ("start", "turn", "turn_sse", "user_to_user", "alive", "slow"):
+        assert {"count", "failures", "p50_ms", "p99_ms"} <= set(measured[scenario]), scenario
+        assert measured[scenario]["count"] > 0
+    assert [level["sessions"] for level in measured["throughput"]] == results["config"]["concurrency"]
+    assert all(level["turns_per_s"] > 0 for level in measured["throughput"])
+    sizes = measured["storage"]["bytes_by_turns"]
+    assert [int(turns) for turns in sizes] == results["config"]["storage_turns"] and all(sizes.values())
+    assert {row["checkpointer"] for row in results["overhead"]} == {"memory", "sqlite", "redis"}
+    assert all(row["ratio"] > 0 for row in results["overhead"])
+    table = raw.with_suffix(".md").read_text()
+    assert "| full turn p50 (polled 2 ms) |" in table and "failed or hung turns" in table
+    plots = sorted(tmp_path.glob("*.png"))
+    assert len(plots) == 2
+    for plot in plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert "results:" in done.stdout
