@@ -144,23 +144,30 @@ async def user_to_user(client: httpx.AsyncClient, count: int) -> Timings:
 
 
 async def throughput(client: httpx.AsyncClient, sessions: int, seconds: float, model_key: str = "qa") -> dict[str, Any]:
-    """``sessions`` clients, each turning its own session for ``seconds``: turns per second."""
-    timings = Timings()
-    stop_at = time.monotonic() + seconds
+    """``sessions`` clients, each turning its own session for ``seconds``: turns per second.
 
-    async def one_client(index: int) -> None:
+    The sessions are started first (not timed); then every client turns its session back to back.
+    """
+    timings = Timings()
+    ids: list[str] = []
+
+    async def open_one() -> None:
         try:
-            session_id = await start_session(client, model_key)
+            ids.append(await start_session(client, model_key))
         except Exception as exc:
             timings.add_failure(exc)
-            return
+
+    await asyncio.gather(*(open_one() for _ in range(sessions)))
+    stop_at = time.monotonic() + seconds
+
+    async def one_client(index: int, session_id: str) -> None:
         n = 0
         while time.monotonic() < stop_at:
             await _timed(timings, lambda: polled_turn(client, model_key, session_id, f"q {index}.{n}"))  # noqa: B023
             n += 1
 
     began = time.perf_counter()
-    await asyncio.gather(*(one_client(index) for index in range(sessions)))
+    await asyncio.gather(*(one_client(index, session_id) for index, session_id in enumerate(ids)))
     elapsed = time.perf_counter() - began
     return {"sessions": sessions, "turns_per_s": round(len(timings.seconds) / elapsed, 2), **timings.summary()}
 

@@ -36,6 +36,8 @@ DEFAULT_FLOW = "graphs:flow"
 FLOW_ENV = "GENIE_GRAPH_FLOW"
 STORE_ENV = "GENIE_GRAPH_STORE"
 POLL_INTERVAL = 0.05
+KEEP_ALIVE_SECONDS = 30
+"""An idle HTTP connection stays open this long (uvicorn's 5 s default races with polling clients)."""
 ASSISTANT = "genie> "
 USER = "you> "
 DEFAULT_EVENT = "user_input"
@@ -545,7 +547,13 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
     if args.workers == 1:
         from api import create_app
 
-        uvicorn.run(create_app(flow, **settings), host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(
+            create_app(flow, **settings),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        )
         return 0
     os.environ.update({FLOW_ENV: args.flow, STORE_ENV: flow.store_url, "GENIE_GRAPH_RUNNER": flow.runner})
     flow.close()
@@ -556,6 +564,7 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return 0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -34,7 +35,7 @@ from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
 from langgraph.checkpoint.redis.util import to_storage_safe_id
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.lock import Lock
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -50,8 +51,17 @@ from .errors import SessionBusy
 _WRITE_KEYS = "write_keys_zset"
 _RUNS = "genie:runs"
 _MANY = 10_000
+POOL_WAIT_SECONDS = 20
+"""How long a call waits for a free Redis connection before the store counts as unavailable."""
+DEFAULT_MAX_CONNECTIONS = 512
+"""Redis connections one process opens at most ($GENIE_GRAPH_REDIS_MAX_CONNECTIONS); more calls wait."""
 EXPIRY_GRACE_SECONDS = 60
 """Checkpoint keys outlive the session record by this much, so a session is gone before its parts."""
+
+
+def _max_connections() -> int:
+    value = os.environ.get("GENIE_GRAPH_REDIS_MAX_CONNECTIONS", "").strip()
+    return int(value) if value else DEFAULT_MAX_CONNECTIONS
 
 
 def _text(value: Any) -> str:
@@ -151,8 +161,11 @@ class RedisStore(Store):
 
     @classmethod
     async def open(cls, url: str, allowed_types: Iterable[tuple[str, str]] = ()) -> RedisStore:
-        client = Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             url,
+            # many requests at once wait for a connection instead of failing with "Too many connections"
+            max_connections=_max_connections(),
+            timeout=POOL_WAIT_SECONDS,
             socket_connect_timeout=5,
             socket_timeout=30,
             health_check_interval=10,
@@ -160,6 +173,7 @@ class RedisStore(Store):
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        client = Redis(connection_pool=pool)
         saver = _RedisSaver(redis_client=client)
         saver.serde = _serializer(allowed_types)
         await saver.asetup()
@@ -293,7 +307,7 @@ class RedisStore(Store):
         await pipe.execute()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)  # a pool we made, so ours to close
 
     # ---- sessions ------------------------------------------------------------------------
     @staticmethod

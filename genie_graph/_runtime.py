@@ -410,14 +410,25 @@ class GenieFlow:
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
             return self._loop_thread().run(coro)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StoreUnavailable(self._store_url, exc) from exc
+        except Exception as exc:
+            raise self._unavailable(exc) or exc  # noqa: B904 - the cause is chained in _unavailable
 
     async def _async(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
             return await self._loop_thread().arun(coro)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StoreUnavailable(self._store_url, exc) from exc
+        except Exception as exc:
+            raise self._unavailable(exc) or exc  # noqa: B904
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable | None:
+        """A ``StoreUnavailable`` if ``exc`` is, or wraps, a failure to reach Redis (redisvl wraps them)."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, (RedisConnectionError, RedisTimeoutError)):
+                unavailable = StoreUnavailable(self._store_url, cause)
+                unavailable.__cause__ = exc
+                return unavailable
+            cause = cause.__cause__
+        return None
 
     async def _open_store(self) -> Store:
         if self._store is None:
