@@ -23,7 +23,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import RunnableConfig
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END
 from langgraph.types import Command, interrupt
 
@@ -210,7 +211,7 @@ def _name_session(model: GenieModel, config: RunnableConfig) -> None:
         model.session_id = str((config.get("configurable") or {}).get("thread_id") or "")
 
 
-def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
+def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
     """The LangGraph node for state ``state_id`` (sync and async)."""
     kind = flow.kinds[state_id]
     is_initial = state_id == flow.initial
@@ -285,4 +286,6 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableLambda[Any, Any]:
     def func(state: GenieModel, config: RunnableConfig) -> Command[Any]:
         return _run_blocking(afunc, state, config)  # type: ignore[no-any-return]
 
-    return RunnableLambda(func, afunc=afunc, name=state_id)
+    # What LangGraph makes of a plain function node: its signature is read once, not on every call,
+    # and no callback run is opened per node (trace=False); models called inside still stream tokens.
+    return RunnableCallable(func, afunc, name=state_id, trace=False)

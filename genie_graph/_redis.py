@@ -336,9 +336,10 @@ class RedisStore(Store):
                 "owner": record.owner or "",
             },
         )
+        expires = time.time() + record.ttl_seconds if record.ttl_seconds else float("inf")
         if record.ttl_seconds:
             pipe.expire(self._session_key(record.session_id), int(record.ttl_seconds))
-        expires = time.time() + record.ttl_seconds if record.ttl_seconds else float("inf")
+            pipe.hset(self._session_key(record.session_id), "expires", expires)
         for key in self._index_keys(record):
             pipe.zadd(key, {record.session_id: expires})
         await pipe.execute()
@@ -354,15 +355,18 @@ class RedisStore(Store):
             fields["user"] or None,
             float(fields.get("ttl") or 0) or None,
             fields.get("owner") or None,
+            float(fields["expires"]) if fields.get("expires") else None,
         )
 
     async def touch(self, record: SessionRecord) -> None:
-        if not record.ttl_seconds:
+        if not record.ttl_seconds or record.recently_touched():
             return
+        expires = time.time() + record.ttl_seconds
         pipe = self.client.pipeline(transaction=False)
         pipe.expire(self._session_key(record.session_id), int(record.ttl_seconds))
+        pipe.hset(self._session_key(record.session_id), "expires", expires)
         for key in self._index_keys(record):
-            pipe.zadd(key, {record.session_id: time.time() + record.ttl_seconds})
+            pipe.zadd(key, {record.session_id: expires})
         await pipe.execute()
 
     async def sessions(self, model_key: str, user: str | None = None) -> list[str]:

@@ -119,6 +119,9 @@ class _Run:
     progress: _Progress = field(default_factory=_Progress)
     error: str | None = None
     run_id: str = field(default_factory=lambda: str(ULID()))
+    model_key: str = ""
+    values: dict[str, Any] | None = None
+    """The graph's state where the run stopped (from its stream): the answer needs no second read."""
 
 
 @dataclass
@@ -168,12 +171,16 @@ class _FeedWriter:
 
 
 class _LoopThread:
-    """An event loop on a daemon thread; coroutines from any thread run on it."""
+    """An event loop on a daemon thread, or a loop already running (a server's) that the flow shares;
+    coroutines from any thread run on it."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="genie-graph-loop", daemon=True)
-        self._thread.start()
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.owned = loop is None
+        self.loop = asyncio.new_event_loop() if loop is None else loop
+        self._thread: threading.Thread | None = None
+        if self.owned:
+            self._thread = threading.Thread(target=self.loop.run_forever, name="genie-graph-loop", daemon=True)
+            self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._on_loop():
@@ -196,17 +203,25 @@ class _LoopThread:
             return False
 
     def stop(self) -> None:
-        """Stop the loop and its thread; safe to call twice, and from a finalizer on any thread."""
-        if self.loop.is_closed():
+        """Stop the loop and its thread; safe to call twice, and from a finalizer on any thread.
+
+        A shared loop is its owner's to stop."""
+        if not self.owned or self.loop.is_closed():
             return
         try:
             self.loop.call_soon_threadsafe(self.loop.stop)
         except RuntimeError:  # closed meanwhile
             return
-        if threading.current_thread() is not self._thread:
+        if self._thread is not None and threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
             if not self.loop.is_running():
                 self.loop.close()
+
+
+def _progress_of(run: _Run) -> AIProgressResponse:
+    return AIProgressResponse(
+        total_number_of_subtasks=run.progress.total, number_of_subtasks_executed=run.progress.done
+    )
 
 
 def _session_ttl(value: float | None | object) -> float | None:
@@ -402,6 +417,9 @@ class GenieFlow:
     # ---- plumbing -----------------------------------------------------------------------
     def _loop_thread(self) -> _LoopThread:
         with self._loop_guard:
+            if self._loop is not None and self._loop.loop.is_closed():  # a server's loop ended without aclose()
+                self._loop, self._store = None, None  # its connections went with it: start afresh
+                self._forget_loop_state()
             if self._loop is None:
                 self._loop = _LoopThread()
                 weakref.finalize(self, self._loop.stop)  # a flow dropped without close() frees its thread
@@ -544,7 +562,7 @@ class GenieFlow:
         """
         store = await self._open_store()
         flow = self._registered[model_key].flow
-        run = _Run(run_id=run_id or str(ULID()))
+        run = _Run(run_id=run_id or str(ULID()), model_key=model_key)
         if store.shared and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
             return None
         feed = _FeedWriter(store, session_id)
@@ -579,7 +597,7 @@ class GenieFlow:
                 if step_token is not None:
                     await self._work_one_invoker_state(graph, flow, config, feed)
                 else:
-                    await self._drive(graph, flow, command, config, feed, **self._run_options(flow))
+                    run.values = await self._drive(graph, flow, command, config, feed, **self._run_options(flow))
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -591,6 +609,8 @@ class GenieFlow:
                 current_report.reset(report_token)
                 if heartbeat is not None:
                     heartbeat.cancel()
+                if writes:  # progress written before the run ends, and no write left behind when the loop stops
+                    await asyncio.gather(*writes, return_exceptions=True)
                 try:
                     if await self._after_run(model_key, session_id, run, undo, mark):
                         feed.put("done", {"error": None if undo else run.error})
@@ -638,20 +658,35 @@ class GenieFlow:
         config: RunnableConfig,
         feed: _FeedWriter,
         **options: Any,
-    ) -> None:
-        """Run the graph as ``ainvoke`` would, telling the feed each state entered and each LLM token."""
-        stream = graph.astream(command, config, durability="sync", stream_mode=["updates", "messages"], **options)
+    ) -> dict[str, Any] | None:
+        """Run the graph as ``ainvoke`` would, telling the feed each state entered and each LLM token.
+
+        Returns the graph's state where the run stopped (None if it emitted none).
+        """
+        stream = graph.astream(
+            command,
+            config,
+            durability=(await self._open_store()).durability,
+            stream_mode=["updates", "values", "messages"],
+            **options,
+        )
+        values: dict[str, Any] | None = None
         async for mode, chunk in stream:
-            if mode == "messages":
+            if mode == "values":
+                values = chunk
+            elif mode == "messages":
                 message, metadata = chunk
                 text = getattr(message, "content", None)
                 if isinstance(text, str) and text:
                     feed.put("token", {"state": metadata.get("langgraph_node"), "text": text})
-                continue
-            for update in chunk.values():
-                state_id = flow.id_by_value.get(update.get("state")) if isinstance(update, dict) else None
-                if state_id is not None:
-                    feed.put("state", _state_item(flow, state_id))
+            else:
+                for update in chunk.values():
+                    state_id = flow.id_by_value.get(update.get("state")) if isinstance(update, dict) else None
+                    if state_id is not None:
+                        feed.put("state", _state_item(flow, state_id))
+        if values is not None:
+            values = {key: value for key, value in values.items() if key != "__interrupt__"}
+        return values
 
     async def _work_one_invoker_state(
         self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig, feed: _FeedWriter
@@ -749,7 +784,9 @@ class GenieFlow:
         store = await self._open_store()
         await store.add_session(SessionRecord(session_id, model_key, _user_key(user), self.session_ttl_seconds, owner))
         try:
-            await graph.ainvoke(model.model_dump(mode="json"), config, durability="sync", **self._run_options(flow))
+            await graph.ainvoke(
+                model.model_dump(mode="json"), config, durability=store.durability, **self._run_options(flow)
+            )
         except BaseException:
             await store.delete(session_id)  # no half-made session is left behind
             raise
@@ -864,9 +901,7 @@ class GenieFlow:
         """Counts of the session's run in flight: in this process, or (shared store) in any."""
         run = self._in_flight(session_id)
         if run is not None:
-            return AIProgressResponse(
-                total_number_of_subtasks=run.progress.total, number_of_subtasks_executed=run.progress.done
-            )
+            return _progress_of(run)
         store = await self._open_store()
         if store.shared:
             counts = await store.run_in_flight(session_id)
@@ -876,6 +911,9 @@ class GenieFlow:
 
     async def _poll(self, model_key: str, session_id: str) -> AIResponse:
         self.flow_of(model_key)
+        run = self._in_flight(session_id)
+        if run is not None and run.model_key == model_key:  # the session exists: its run is working here
+            return AIResponse(session_id=session_id, next_actions=[POLL], progress=_progress_of(run))
         progress = await self._progress_elsewhere(session_id)
         if progress is not None:
             await self._record(model_key, session_id)
@@ -1030,6 +1068,8 @@ class GenieFlow:
             if store.shared:
                 await store.pop_error(session_id)
             return AIResponse(session_id=session_id, error=run.error, next_actions=[])
+        if run.values is not None:
+            return self._answer(flow, flow.model_class.model_validate(run.values))
         return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
 
     async def _process_event(self, model_key: str, event: EventInput) -> AIResponse:
@@ -1291,6 +1331,13 @@ class GenieFlow:
         if self._store is not None:
             await self._store.close()
             self._store = None
+        self._forget_loop_state()
+
+    def _forget_loop_state(self) -> None:
+        """Drop what belongs to the loop that is going away: the next loop builds its own."""
+        self._runs.clear()
+        self._locks.clear()
+        self._opening = asyncio.Lock()
         for registered in self._registered.values():
             registered.graph = None
 
@@ -1303,6 +1350,32 @@ class GenieFlow:
             return
         loop.run(self._close(timeout))
         loop.stop()
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Async twin of :meth:`close`, for an event loop's own code (a server's shutdown)."""
+        with self._loop_guard:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        await loop.arun(self._close(timeout))
+        if loop.owned:
+            await asyncio.to_thread(loop.stop)
+
+    async def attach_to_running_loop(self) -> bool:
+        """Do this flow's work on the calling event loop from now on, instead of on a thread of its own.
+
+        A server calls it at startup (``api.create_app`` does): requests then reach the flow without
+        a hop between threads. Synchronous methods still work from other threads; on the loop itself
+        use the async twins. Close with :meth:`aclose` before the loop ends.
+
+        Returns:
+            False if the flow already works on a loop of its own (it was used before): it stays there.
+        """
+        with self._loop_guard:
+            if self._loop is not None:
+                return self._loop.loop is asyncio.get_running_loop()
+            self._loop = _LoopThread(asyncio.get_running_loop())
+            return True
 
     def __enter__(self) -> GenieFlow:
         return self

@@ -26,6 +26,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.types import Durability
 
 from .errors import GenieGraphError, StoreUnavailable
 
@@ -72,7 +73,8 @@ class SessionRecord:
 
     ``user`` is the lower-cased email of the session's ``user_info``; ``ttl_seconds`` the idle time
     after which the session expires (None: never); ``owner`` the authenticated caller the session is
-    bound to (the HTTP API's API-key name), None for a session anyone with its id may use.
+    bound to (the HTTP API's API-key name), None for a session anyone with its id may use;
+    ``expires_at`` when it expires (epoch seconds), where the store read it.
     """
 
     session_id: str
@@ -80,6 +82,20 @@ class SessionRecord:
     user: str | None = None
     ttl_seconds: float | None = None
     owner: str | None = None
+    expires_at: float | None = None
+
+    def recently_touched(self) -> bool:
+        """Whether the expiry was renewed less than a minute (or 1% of the TTL) ago: no need to renew it.
+
+        Each event renews the idle TTL; renewing it at most once a minute saves a write per event and
+        lets a session expire at most that much early.
+        """
+        if not self.ttl_seconds or self.expires_at is None:
+            return False
+        return self.expires_at - time.time() > self.ttl_seconds - min(_TOUCH_EVERY_SECONDS, self.ttl_seconds / 100)
+
+
+_TOUCH_EVERY_SECONDS = 60.0
 
 
 FeedItem = dict[str, Any]
@@ -95,6 +111,11 @@ class Store(ABC):
 
     scheme: ClassVar[StoreScheme]
     shared: ClassVar[bool] = False
+    durability: ClassVar[Durability] = "sync"
+    """When a run's checkpoints are written (LangGraph's ``durability``). ``"sync"``: before each next
+    step starts, so a process that dies mid-run leaves the session where it was working, and resumes
+    it there; ``"exit"``: once, when the run stops, which only a store that dies with the process
+    (memory) can afford."""
 
     def __init__(self, url: str, saver: BaseCheckpointSaver[Any]) -> None:
         self.url = url
@@ -249,6 +270,7 @@ class MemoryStore(Store):
     """Sessions in this process only (``memory://``)."""
 
     scheme = "memory"
+    durability = "exit"  # its checkpoints die with the process anyway: write them once per run
     saver: InMemorySaver
 
     def __init__(self, url: str) -> None:
@@ -390,9 +412,11 @@ class SqliteStore(Store):
         if expires_at is not None and expires_at <= time.time():
             await self.delete(session_id)  # expired: its checkpoints go too
             return None
-        return SessionRecord(session_id, model_key, user, ttl_seconds, owner)
+        return SessionRecord(session_id, model_key, user, ttl_seconds, owner, expires_at)
 
     async def touch(self, record: SessionRecord) -> None:
+        if record.recently_touched():
+            return
         await self._conn.execute(
             "UPDATE genie_sessions SET expires_at = ? WHERE session_id = ?", (_expiry(record), record.session_id)
         )

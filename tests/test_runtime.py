@@ -15,7 +15,7 @@ import pytest
 from ulid import ULID
 
 from genie_graph import POLL, AIResponse, AIStatusResponse, EventInput, GenieFlow, User
-from genie_graph.errors import UnknownSession
+from genie_graph.errors import GenieGraphError, UnknownSession
 from tests import runtime_flows
 from tests.helpers import send
 from tests.runtime_flows import MODEL_KEY, RuntimeModel, gate
@@ -407,6 +407,61 @@ def test_async_ephemeral_and_await_until_ready(flow: GenieFlow) -> None:
         held.release.set()
     assert answer.response == f"You said: Answer: gate:{name}"
     assert answer.next_actions == EVENTS
+
+
+def test_flow_attached_to_a_running_loop_works_on_it(template_root: Path, tmp_path: Path) -> None:
+    """A server's loop does the flow's work itself; sync callers on other threads still reach it."""
+    flow = runtime_flows.create_flow(template_root, f"sqlite:///{tmp_path / 'attached.sqlite'}")
+
+    async def serve() -> tuple[str, AIResponse]:
+        assert await flow.attach_to_running_loop() is True
+        assert await flow.attach_to_running_loop() is True  # again, on the same loop: still attached
+        start = await flow.acreate_new_session(KEY)
+        sid = start.session_id
+        answer = await flow.aprocess_event(KEY, _event(sid, "user_input", "attached"))
+        while answer.next_actions == [POLL] and answer.error is None:
+            await asyncio.sleep(0.005)
+            answer = await flow.aprocess_event(KEY, _event(sid, POLL))
+        from_thread = await asyncio.to_thread(flow.get_model, KEY, sid)  # a sync call from another thread
+        assert from_thread.dialogue[-1].actor_text == "You said: Answer: attached"
+        with pytest.raises(GenieGraphError, match="async twin"):
+            flow.get_model(KEY, sid)  # a sync call on the loop would wait on itself
+        await flow.aclose()
+        return sid, answer
+
+    sid, answer = asyncio.run(serve())
+    assert answer.response == "You said: Answer: attached"
+    try:  # after the server's loop is gone, the flow works on a thread of its own again
+        assert flow.get_model(KEY, sid).dialogue[-1].actor_text == "You said: Answer: attached"
+    finally:
+        flow.close()
+
+
+def test_a_flow_already_working_stays_on_its_own_loop(flow: GenieFlow) -> None:
+    sid = flow.create_new_session(KEY).session_id
+
+    async def attach() -> bool:
+        attached = await flow.attach_to_running_loop()
+        assert (await flow.aget_model(KEY, sid)).session_id == sid
+        return attached
+
+    assert asyncio.run(attach()) is False
+
+
+# the abandoned SQLite connection (its loop is gone, so it cannot be closed) warns when collected
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_server_loop_that_ended_without_aclose_is_left_behind(template_root: Path, tmp_path: Path) -> None:
+    flow = runtime_flows.create_flow(template_root, f"sqlite:///{tmp_path / 'left.sqlite'}")
+
+    async def serve() -> str:
+        await flow.attach_to_running_loop()
+        return (await flow.acreate_new_session(KEY)).session_id
+
+    sid = asyncio.run(serve())
+    try:
+        assert flow.get_model(KEY, sid).session_id == sid
+    finally:
+        flow.close()
 
 
 # ---- many sessions at once ----------------------------------------------------------------
