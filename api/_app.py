@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import jmespath
 from fastapi import APIRouter, Body, FastAPI, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, Field
 
@@ -19,7 +19,9 @@ from genie_graph import POLL, AIResponse, AIStatusResponse, EventInput, GenieFlo
 from genie_graph.errors import UnknownSession
 
 from ._auth import Caller, CallerDep
+from ._describe import DIAGRAM_MEDIA_TYPES, DiagramFormat, Diagrams, FlowDescription, describe_flow
 from ._errors import ApiError, ErrorBody, install_error_handlers, responses
+from ._playground import install_playground
 from ._stream import SSE_MEDIA_TYPE, event_stream
 
 DEFAULT_PREFIX = "/v1/ai"
@@ -91,6 +93,7 @@ def create_app(
     max_event_input_bytes: int = DEFAULT_MAX_EVENT_INPUT_BYTES,
     genie_flow_status_codes: bool = False,
     close_flow: bool = False,
+    playground: bool = True,
     **fastapi_options: Any,
 ) -> FastAPI:
     """A FastAPI app serving ``flow`` with Genie Flow's routes under ``prefix``.
@@ -105,6 +108,9 @@ def create_app(
         max_event_input_bytes: the largest ``event_input`` (UTF-8 bytes) accepted; larger answers 413.
         genie_flow_status_codes: answer refused events with 500, as Genie Flow does, instead of 409/422.
         close_flow: close ``flow`` when the app shuts down.
+        playground: serve the playground, a web page to chat with the flows and watch their state
+            machines, at ``/`` (and ``/playground/``). It uses the API like any client, so API keys
+            apply to it too.
         **fastapi_options: passed to ``FastAPI(...)`` (``title``, ``root_path``, ``debug``, ...).
 
     Returns:
@@ -116,9 +122,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The server's loop does the flow's work: a request reaches it without a hop between threads.
+        attached = await flow.attach_to_running_loop()
         yield
-        if close_flow:
-            flow.close()
+        if close_flow or attached:  # connections made on this loop close with it; a later use reopens them
+            await flow.aclose()
 
     fastapi_options.setdefault("title", "genie-graph")
     fastapi_options.setdefault(
@@ -138,10 +146,13 @@ def create_app(
         )
     app.state.api_keys = dict(api_keys or {})
     router = APIRouter(prefix=prefix)
+    diagrams = Diagrams()
 
     async def check_owner(model_key: str, session_id: str, caller: Caller) -> None:
+        if caller.name is None:
+            return  # no API keys: sessions belong to nobody (an unknown one answers 404 where it is used)
         owner = await flow.asession_owner(model_key, session_id)
-        if caller.name is not None and owner != caller.name:
+        if owner != caller.name:
             raise UnknownSession(model_key, session_id)  # another caller's session is none of yours
 
     def check_size(event_input: str) -> None:
@@ -297,6 +308,48 @@ def create_app(
             next_actions=status.next_actions if status.ready else [POLL],
         )
 
+    @router.get(
+        "/{model_key}/flow",
+        response_model=FlowDescription,
+        summary="The flow's states, events, transitions and model fields",
+        description="What the flow's author declared: every state (its kind, template and events), the "
+        "transitions the diagram draws, and the model's fields, the flow's own (captured) ones first. A "
+        "model's `state` holds a state's `value`.",
+        responses=responses(401, 404),
+    )
+    async def flow_description(model_key: Annotated[str, _MODEL_KEY], _caller: CallerDep) -> FlowDescription:
+        return describe_flow(model_key, flow.flow_of(model_key))
+
+    @router.get(
+        "/{model_key}/diagram",
+        response_class=Response,
+        summary="The flow's state diagram, with a session's current state highlighted",
+        description="An SVG image (rendered on the server by Graphviz, offline) or its Mermaid or Graphviz DOT "
+        "text. With `session_id`, that session's current state is highlighted.",
+        responses={
+            **responses(401, 404, 503),
+            200: {
+                "content": {"image/svg+xml": {}, "text/plain": {}},
+                "description": "the diagram in the requested format",
+            },
+        },
+    )
+    async def diagram(
+        model_key: Annotated[str, _MODEL_KEY],
+        caller: CallerDep,
+        session_id: Annotated[
+            str | None, Query(description="highlight this session's current state", examples=[_EXAMPLE_SESSION])
+        ] = None,
+        format: Annotated[DiagramFormat, Query(description="svg, mermaid or dot")] = "svg",
+    ) -> Response:
+        compiled = flow.flow_of(model_key)
+        current = None
+        if session_id is not None:
+            await check_owner(model_key, session_id, caller)
+            current = compiled.state_of(await flow.aget_model(model_key, session_id))
+        content = await diagrams.get(model_key, compiled, current, format)
+        return Response(content, media_type=DIAGRAM_MEDIA_TYPES[format])
+
     @router.post(
         "/{model_key}/user_sessions",
         response_model=UserSessions | None,
@@ -314,6 +367,8 @@ def create_app(
         return UserSessions(**user.model_dump(mode="json"), sessions=found)
 
     app.include_router(router)
+    if playground:
+        install_playground(app, prefix)
 
     @app.get(
         "/health",
@@ -352,6 +407,8 @@ def settings_from_env() -> dict[str, Any]:
         options["cors_origins"] = [origin.strip() for origin in origins.split(",") if origin.strip()]
     if os.environ.get("GENIE_GRAPH_GENIE_FLOW_STATUS_CODES", "").strip() not in ("", "0"):
         options["genie_flow_status_codes"] = True
+    if os.environ.get("GENIE_GRAPH_PLAYGROUND", "").strip().lower() in ("0", "false", "no", "off"):
+        options["playground"] = False
     limit = os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", "").strip()
     if limit:
         options["max_event_input_bytes"] = int(limit)

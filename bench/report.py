@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.scenarios import ARRIVALS_PER_SECOND
+
 BASELINE = "genie-flow"
 
 
@@ -73,7 +75,7 @@ def markdown(results: dict[str, Any]) -> str:
             lambda v: "—" if v is None else f"{v / 1024:.1f} KB",
         )
     row(
-        f"{results['config']['alive']} sessions at once: p99 turn",
+        f"{results['config']['alive']} sessions alive, a turn every {1000 / ARRIVALS_PER_SECOND:.0f} ms: p99 turn",
         get("alive", "p99_ms"),
     )
     row("… server RSS", get("alive", "rss_mb"), lambda v: "—" if v is None else f"{v:.0f} MB")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -172,8 +173,17 @@ async def throughput(client: httpx.AsyncClient, sessions: int, seconds: float, m
     return {"sessions": sessions, "turns_per_s": round(len(timings.seconds) / elapsed, 2), **timings.summary()}
 
 
+ARRIVALS_PER_SECOND = 20.0
+"""How often a turn arrives while many sessions are alive: people typing, not a thundering herd."""
+
+
 async def alive_at_once(client: httpx.AsyncClient, sessions: int, rss: Callable[[], int]) -> dict[str, Any]:
-    """``sessions`` sessions started and each turned once at the same time; then the server's memory."""
+    """``sessions`` sessions alive at once, each taking one turn; then the server's memory.
+
+    The sessions are all started first. Their turns then arrive at a steady ``ARRIVALS_PER_SECOND``
+    (in a random order), as people's would: a thousand clients polling 2 ms apart at the same instant
+    would measure only the queue they make, on any server.
+    """
     timings = Timings()
     ids: list[str] = []
 
@@ -184,10 +194,20 @@ async def alive_at_once(client: httpx.AsyncClient, sessions: int, rss: Callable[
             timings.add_failure(exc)
 
     await asyncio.gather(*(open_one() for _ in range(sessions)))
-    await asyncio.gather(
-        *(_timed(timings, lambda sid=sid: polled_turn(client, "qa", sid, "hello")) for sid in ids)  # type: ignore[misc]
-    )
-    return {"sessions": sessions, "rss_mb": round(rss() / 2**20, 1), **timings.summary()}
+    random.Random(7).shuffle(ids)
+    began = time.perf_counter()
+
+    async def arrive(index: int, session_id: str) -> None:
+        await asyncio.sleep(max(0.0, began + index / ARRIVALS_PER_SECOND - time.perf_counter()))
+        await _timed(timings, lambda: polled_turn(client, "qa", session_id, "hello"))
+
+    await asyncio.gather(*(arrive(index, session_id) for index, session_id in enumerate(ids)))
+    return {
+        "sessions": sessions,
+        "arrivals_per_s": ARRIVALS_PER_SECOND,
+        "rss_mb": round(rss() / 2**20, 1),
+        **timings.summary(),
+    }
 
 
 async def slow_llm(client: httpx.AsyncClient, sessions: int) -> dict[str, Any]:

@@ -3,7 +3,7 @@
     genie-graph [--flow package.module:attribute] [--store URL] list
     genie-graph [...] draw <model_key> [--format mermaid]
     genie-graph [...] chat <model_key>
-    genie-graph [...] serve [--host H] [--port P] [--workers N] [--runner R] [--prefix /v1/ai]
+    genie-graph [...] serve [--host H] [--port P] [--workers N] [--runner R] [--prefix /v1/ai] [--no-playground]
     genie-graph [...] worker [--queues a,b] [--concurrency N]
 
 ``--flow`` names a ``GenieFlow`` object, or a function returning one (called with
@@ -504,6 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer refused events with 500 as Genie Flow does, instead of 409/422",
     )
+    serve.add_argument(
+        "--no-playground",
+        dest="playground",
+        action="store_false",
+        default=os.environ.get("GENIE_GRAPH_PLAYGROUND", "").strip().lower() not in ("0", "false", "no", "off"),
+        help="serve the API only, without the web playground at /",
+    )
     serve.add_argument("--log-level", default="warning", help="uvicorn's log level (warning)")
     _add_common_options(serve, defaults=False)
     serve.set_defaults(handler=cmd_serve)
@@ -530,6 +537,7 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         "GENIE_GRAPH_CORS_ORIGINS": args.cors_origins,
         "GENIE_GRAPH_MAX_EVENT_INPUT": str(args.max_event_input),
         "GENIE_GRAPH_GENIE_FLOW_STATUS_CODES": "1" if args.genie_flow_status_codes else "",
+        "GENIE_GRAPH_PLAYGROUND": "1" if args.playground else "0",
     }
     os.environ.update(env)
     from api import settings_from_env
@@ -544,6 +552,9 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         file=out,
         flush=True,
     )
+    if args.playground:
+        page = "/" if settings["prefix"].strip("/") else "/playground/"
+        print(f"genie-graph: playground at http://{args.host}:{args.port}{page}", file=out, flush=True)
     if args.workers == 1:
         from api import create_app
 
