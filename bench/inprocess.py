@@ -2,8 +2,10 @@
 
 The hand-written graph is ``../shared/peers/langgraph-bare``'s Q&A flow (intro, interrupt, an echo
 node, a user state, interrupt ...), with a pydantic state holding the dialogue. genie-graph runs
-the benchmark's ``qa`` flow through its runtime (``process_event``, then waiting for the run). Both
-use ``durability="sync"`` and 5-turn sessions, so the figures compare with the measured floors.
+the benchmark's ``qa`` flow through its runtime on the same event loop, as ``genie-graph serve`` does
+(``aprocess_event``, then waiting for the run). Both write checkpoints as genie-graph's store does
+(``durability="exit"`` in memory, ``"sync"`` on SQLite and Redis) and run 5-turn sessions, so the
+figures compare with the measured floors.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, interrupt
+from langgraph.types import Command, Durability, interrupt
 from pydantic import BaseModel, Field
 
 from bench.scenarios import Timings
 from genie_graph import EventInput
+from genie_graph._stores import MemoryStore, SqliteStore
 
 TURNS_PER_SESSION = 5
 
@@ -73,34 +76,42 @@ def bare_graph(saver: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
     return builder.compile(checkpointer=saver)
 
 
-async def _bare_turns(saver: BaseCheckpointSaver[Any], sessions: int) -> Timings:
+async def _bare_turns(saver: BaseCheckpointSaver[Any], sessions: int, durability: Durability = "sync") -> Timings:
     graph = bare_graph(saver)
     timings = Timings()
     for _ in range(sessions):
         config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
-        await graph.ainvoke(QA(), config, durability="sync")
+        await graph.ainvoke(QA(), config, durability=durability)
         for turn in range(TURNS_PER_SESSION):
             resume = Command(resume={"event": "user_input", "event_input": f"question {turn}"})
             began = time.perf_counter()
-            await graph.ainvoke(resume, config, durability="sync")
+            await graph.ainvoke(resume, config, durability=durability)
             timings.seconds.append(time.perf_counter() - began)
     return timings
 
 
 def _genie_turns(store: str, sessions: int) -> Timings:
+    """The same turns through genie-graph's runtime, on the caller's event loop as a server runs it."""
     from bench.flows import create_flow
 
-    timings = Timings()
-    with create_flow(store) as flow:
-        for _ in range(sessions):
-            session_id = flow.create_new_session("qa").session_id
-            for turn in range(TURNS_PER_SESSION):
-                event = EventInput(session_id=session_id, event="user_input", event_input=f"question {turn}")
-                began = time.perf_counter()
-                flow.process_event("qa", event)
-                flow.wait_until_ready(session_id)
-                timings.seconds.append(time.perf_counter() - began)
-    return timings
+    async def turns() -> Timings:
+        timings = Timings()
+        flow = create_flow(store)
+        await flow.attach_to_running_loop()
+        try:
+            for _ in range(sessions):
+                session_id = (await flow.acreate_new_session("qa")).session_id
+                for turn in range(TURNS_PER_SESSION):
+                    event = EventInput(session_id=session_id, event="user_input", event_input=f"question {turn}")
+                    began = time.perf_counter()
+                    await flow.aprocess_event("qa", event)
+                    await flow.await_until_ready(session_id)
+                    timings.seconds.append(time.perf_counter() - began)
+        finally:
+            await flow.aclose()
+        return timings
+
+    return asyncio.run(turns())
 
 
 def overhead(sessions: int, redis_url: str | None) -> list[dict[str, Any]]:
@@ -111,12 +122,13 @@ def overhead(sessions: int, redis_url: str | None) -> list[dict[str, Any]]:
     place = Path(tempfile.mkdtemp(prefix="genie-graph-overhead-"))
 
     async def bare(kind: str) -> Timings:
+        serde = JsonPlusSerializer(allowed_msgpack_modules=[(Utterance.__module__, "Utterance")])
         if kind == "memory":
-            serde = JsonPlusSerializer(allowed_msgpack_modules=[(__name__, "Utterance")])
-            return await _bare_turns(InMemorySaver(serde=serde), sessions)
+            return await _bare_turns(InMemorySaver(serde=serde), sessions, MemoryStore.durability)
         if kind == "sqlite":
             async with AsyncSqliteSaver.from_conn_string(str(place / "bare.sqlite")) as saver:
-                return await _bare_turns(saver, sessions)
+                saver.serde = serde
+                return await _bare_turns(saver, sessions, SqliteStore.durability)
         from langgraph.checkpoint.redis.aio import AsyncRedisSaver
         from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
 

@@ -422,7 +422,8 @@ class GenieFlow:
                 self._forget_loop_state()
             if self._loop is None:
                 self._loop = _LoopThread()
-                weakref.finalize(self, self._loop.stop)  # a flow dropped without close() frees its thread
+                release = weakref.finalize(self, self._loop.stop)  # a flow dropped without close() frees its thread
+                release.atexit = False  # at exit, _close_at_exit lets the runs finish first, then stops it
             return self._loop
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -1346,7 +1347,7 @@ class GenieFlow:
         and stop the event loop. The flow can be used again afterwards."""
         with self._loop_guard:
             loop, self._loop = self._loop, None
-        if loop is None:
+        if loop is None or loop.loop.is_closed():  # closed: nothing is left that could run
             return
         loop.run(self._close(timeout))
         loop.stop()

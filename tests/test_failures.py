@@ -156,6 +156,7 @@ def test_an_event_answered_poll_survives_the_script_ending_at_once(tmp_path: Pat
         [sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "never awaited" not in done.stderr, done.stderr  # a clean exit
     sid = done.stdout.strip().splitlines()[-1]
 
     from graphs import create_flow
