@@ -5,6 +5,7 @@
     genie-graph [...] chat <model_key>
     genie-graph [...] serve [--host H] [--port P] [--workers N] [--runner R] [--prefix /v1/ai] [--no-playground]
     genie-graph [...] worker [--queues a,b] [--concurrency N]
+    genie-graph [...] test [PATHS...] [--coverage] [--fail-under N] [-k TEXT]
 
 ``--flow`` names a ``GenieFlow`` object, or a function returning one (called with
 ``store=URL`` when ``--store`` is given); default ``$GENIE_GRAPH_FLOW`` or ``graphs:flow``.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import sys
@@ -30,7 +30,7 @@ from ._flow import POLL
 from ._model import StateKind
 from ._runtime import DEFAULT_QUEUE, RUNNERS, GenieFlow
 from ._stores import STORE_URL_FORMS
-from .errors import GenieGraphError, without_credentials
+from .errors import GenieGraphError, describe_error, without_credentials
 
 DEFAULT_FLOW = "graphs:flow"
 FLOW_ENV = "GENIE_GRAPH_FLOW"
@@ -211,23 +211,6 @@ class _Progress:
         self.shown = ""
 
 
-def _describe_error(error: str) -> str:
-    """A refusal or an invoker failure, readable: both arrive as JSON bodies."""
-    try:
-        body = json.loads(error)
-    except ValueError:
-        return error
-    if not isinstance(body, dict):
-        return error
-    if "reason" in body:
-        reason = str(body["reason"])
-        events = body.get("possible_events") or []
-        return reason if "allowed:" in reason else f"{reason}; allowed: {', '.join(events) or '(none)'}"
-    if "exception" in body:
-        return f"{body['exception']} (in state {body.get('state', '?')})"
-    return error
-
-
 class _Chat:
     def __init__(
         self, flow: GenieFlow, model_key: str, stdin: TextIO, out: TextIO, err: TextIO, session_id: str | None = None
@@ -268,7 +251,7 @@ class _Chat:
         """Print an answer; True when the session has ended."""
         answer = self.settle(answer)
         if answer.error:
-            print(f"[error] {_describe_error(answer.error)}", file=self.out)
+            print(f"[error] {describe_error(answer.error)}", file=self.out)
             if answer.response:
                 self.say(answer.response)
         else:
@@ -468,6 +451,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(worker, defaults=False)
     worker.set_defaults(handler=cmd_worker, runner="celery")
 
+    test = commands.add_parser(
+        "test",
+        help="run scripted conversations (*.genie.yaml) against the flow, with fake invokers",
+        description="Run script files against the flow on an in-memory store, invokers answered by the scripts' "
+        "fakes (genie_graph.testing). Exit code 1 when a script fails or coverage is under --fail-under.",
+    )
+    test.add_argument(
+        "paths", nargs="*", metavar="PATHS", help="script files or directories (default: *.genie.yaml beside the flow)"
+    )
+    test.add_argument("--coverage", action="store_true", help="report which transitions and conditions the scripts ran")
+    test.add_argument("--fail-under", type=float, metavar="N", help="fail when transition coverage is under N percent")
+    test.add_argument("-k", dest="select", metavar="TEXT", help="only the scripts whose file::name contains TEXT")
+    _add_common_options(test, defaults=False)
+    test.set_defaults(handler=cmd_test)
+
     serve = commands.add_parser(
         "serve",
         help="serve the flow's HTTP API (Genie Flow's routes, with streaming) with uvicorn",
@@ -591,6 +589,26 @@ def cmd_worker(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
     run_worker(flow, queues, args.concurrency, args.loglevel)
     return 0
+
+
+def cmd_test(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
+    """Run the scripted conversations and print each outcome (and the transition coverage)."""
+    from .testing._command import NoScriptsFound, run_test_command
+
+    if args.fail_under is not None and not 0 <= args.fail_under <= 100:
+        raise UsageError(f"--fail-under must be a percentage between 0 and 100, got {args.fail_under:g}")
+    try:
+        return run_test_command(
+            flow,
+            args.flow,
+            args.paths,
+            coverage=args.coverage,
+            fail_under=args.fail_under,
+            select=args.select,
+            out=out,
+        )
+    except NoScriptsFound as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,19 @@ class _NoProgress:
 NO_PROGRESS: ProgressSink = _NoProgress()
 
 
+class InvokeOverride(Protocol):
+    """Answers invoker templates in place of their invokers: ``genie_graph.testing``'s fakes.
+
+    Called with the template's name, its rendered prompt, the render data it was rendered with
+    and its directory's ``invoker:`` mapping. Returns the answer, or None to call the real
+    invoker. Raising ``InvokerError`` is an invoker failure (``on_error`` applies).
+    """
+
+    async def __call__(
+        self, template: str, prompt: str, render_data: Mapping[str, Any], invoker: Mapping[str, Any]
+    ) -> str | None: ...
+
+
 class OnErrorEvent(Exception):
     """An invoker failed and its ``on_error: {event, content}`` names the event to send instead."""
 
@@ -99,6 +112,8 @@ class CompositeRunner:
 
     library: TemplateLibrary
     invokers: InvokerRegistry
+    invoke_override: InvokeOverride | None = None
+    """When set, asked first for each invoker template's answer (tests fake invokers with it)."""
 
     # ---- build time ---------------------------------------------------------------------
     def check(self, template: CompositeTemplate, flow: str, state_id: str) -> None:
@@ -262,6 +277,10 @@ class CompositeRunner:
         if config.invoker is None:
             return prompt  # a renderer template inside a composite contributes its text
         try:
+            if self.invoke_override is not None:
+                answer = await self.invoke_override(name, prompt, data, config.invoker)
+                if answer is not None:
+                    return answer
             return await self.invokers.pool_for(config.invoker).ainvoke(prompt)
         except InvokerError as exc:
             on_error = config.invoker.get("on_error")

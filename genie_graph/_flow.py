@@ -8,10 +8,11 @@ dialogue recording, and renders user-facing templates.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import inspect
 import re
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,6 +31,12 @@ T = TypeVar("T")
 
 POLL = "poll"
 """The reserved event name that asks how a background run is doing."""
+
+TransitionObserver = Callable[[str, str, int | None], None]
+"""Told ``(source state id, event, position)`` once a transition has run with all its hooks, where
+position is the transition's index among the source state's transitions; position is None when the
+event is declared in the state but the conditions of all its transitions failed (the event is refused).
+"""
 
 _RECORDING: dict[tuple[StateKind, StateKind], DialoguePersistence] = {
     (StateKind.USER, StateKind.USER): DialoguePersistence.RENDERED,
@@ -116,6 +123,8 @@ class CompiledFlow:
     names: dict[str, str]
     targets: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     """source id -> target id -> edge labels (``event [cond]``) of the declared transitions."""
+    observers: list[TransitionObserver] = field(default_factory=list)
+    """Told which transition each event took (``genie_graph.testing``'s transition coverage)."""
 
     @property
     def name(self) -> str:
@@ -224,7 +233,13 @@ class CompiledFlow:
         await _run_callbacks(machine, self._send(machine, model, event, event_input))
 
     async def _send(self, machine: GenieStateMachine, model: GenieModel, event: str, event_input: str) -> None:
-        chosen = await self._select(machine, model, event, event_input)
+        try:
+            chosen = await self._select(machine, model, event, event_input)
+        except EventNotAllowed as refused:
+            if refused.received in refused.allowed:  # declared here: every condition failed
+                for observe in self.observers:
+                    observe(refused.state, event, None)
+            raise
         transition = list(machine.current_state.transitions)[chosen]
         args, kwargs = _event_arguments(machine, event, event_input, transition)
         source, target = transition.source, transition.target
@@ -238,6 +253,8 @@ class CompiledFlow:
         if not transition.internal:
             await _call(machine, target.enter.key, *args, **kwargs)
         await _call(machine, transition.after.key, *args, **kwargs)
+        for observe in self.observers:
+            observe(source.id, event, chosen)
 
     def refusal(self, model: GenieModel, event: str, reason: str = "") -> EventNotAllowed:
         """The error refusing ``event`` in the model's current state (nothing is changed)."""
@@ -277,7 +294,12 @@ async def _run_callbacks(machine: GenieStateMachine, steps: Coroutine[Any, Any, 
     """
     if machine._callbacks.has_async_callbacks:
         return await steps
-    return await run_blocking(_drive, steps)
+    try:
+        return await run_blocking(_drive, steps)
+    except asyncio.CancelledError:
+        if inspect.getcoroutinestate(steps) == inspect.CORO_CREATED:
+            steps.close()  # cut off before its thread took it (the process is ending): it never runs
+        raise
 
 
 def _drive(steps: Coroutine[Any, Any, T]) -> T:

@@ -45,7 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redisvl.query import FilterQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import Tag  # type: ignore[import-untyped]
 
-from ._stores import FeedItem, SessionRecord, Store, StoreMark
+from ._stores import FeedItem, RunInFlight, SessionRecord, Store, StoreMark
 from .errors import SessionBusy
 
 _WRITE_KEYS = "write_keys_zset"
@@ -463,15 +463,19 @@ class RedisStore(Store):
         with contextlib.suppress(LockError):
             await self._step(session_id, 1, token).release()
 
-    async def run_in_flight(self, session_id: str) -> tuple[int, int] | None:
-        """``(total, done)`` sub-task counts of the run holding the lease, or None if none does."""
+    async def run_in_flight(self, session_id: str) -> RunInFlight | None:
+        """The run holding the lease (its sub-task counts and the session's model key), or None if none does.
+
+        One round trip: a poll of a run in flight needs nothing else.
+        """
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(f"genie:run:{session_id}")
         pipe.hmget(f"genie:progress:{session_id}", "total", "done")
-        held, (total, done) = await pipe.execute()
+        pipe.hget(self._session_key(session_id), "model_key")
+        held, (total, done), model_key = await pipe.execute()
         if not held:
             return None
-        return int(total or 0), int(done or 0)
+        return RunInFlight(int(total or 0), int(done or 0), None if model_key is None else _text(model_key))
 
     async def write_progress(self, session_id: str, total: int, done: int, ttl_seconds: float) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -21,11 +21,11 @@ import weakref
 from collections.abc import AsyncGenerator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, StateSnapshot
+from langgraph.types import Command, Interrupt, StateSnapshot, StreamMode
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from ulid import ULID
@@ -62,6 +62,7 @@ DEFAULT_QUEUE = "genie-graph"
 """The Celery queue of invoker states that name none (``NamedQueueTaskTemplate`` names one)."""
 RUNNERS = ("inline", "celery")
 _MODEL_KEY = "genie_model_key"
+_INTERRUPT = "__interrupt__"  # where LangGraph streams interrupts (its own constant is private)
 _EVENT_LOCK_WAIT_SECONDS = 10.0
 _FOLLOW_CHECK_SECONDS = 1.0
 _FOLLOW_KEEPALIVE_SECONDS = 15.0
@@ -122,6 +123,17 @@ class _Run:
     model_key: str = ""
     values: dict[str, Any] | None = None
     """The graph's state where the run stopped (from its stream): the answer needs no second read."""
+    stopped: StateSnapshot | None = None
+    """Where the run stopped (next nodes, interrupts, checkpoint), from its stream; the Celery runner's."""
+
+
+class _Stopped(NamedTuple):
+    """Where a run of the graph stopped, as its stream told it."""
+
+    values: dict[str, Any] | None
+    snapshot: StateSnapshot | None
+    """Next nodes, interrupts and checkpoint as ``aget_state`` would answer (values aside); None
+    unless the run streamed its checkpoints."""
 
 
 @dataclass
@@ -218,10 +230,13 @@ class _LoopThread:
                 self.loop.close()
 
 
-def _progress_of(run: _Run) -> AIProgressResponse:
-    return AIProgressResponse(
-        total_number_of_subtasks=run.progress.total, number_of_subtasks_executed=run.progress.done
-    )
+def _polling(session_id: str, progress: AIProgressResponse) -> AIResponse:
+    """The answer to a poll while the session's run is in flight."""
+    return AIResponse(session_id=session_id, next_actions=[POLL], progress=progress)
+
+
+def _progress_of(total: int, done: int) -> AIProgressResponse:
+    return AIProgressResponse(total_number_of_subtasks=total, number_of_subtasks_executed=done)
 
 
 def _session_ttl(value: float | None | object) -> float | None:
@@ -243,10 +258,15 @@ def _user_key(user_info: User | None) -> str | None:
 
 
 def _close_at_exit(reference: weakref.ref[GenieFlow]) -> None:
-    """Let background runs finish when a script ends without ``close()``."""
+    """Close the store when a script ends without ``close()``.
+
+    Runs still in flight are cut off, not finished: at exit the interpreter takes no new work on
+    threads, which sync hooks and invokers need. A cut-off run resumes from its last checkpoint at
+    the session's next poll (on a persistent store).
+    """
     flow = reference()
     if flow is not None:
-        flow.close()
+        flow.close(timeout=0)
 
 
 @dataclass
@@ -596,9 +616,11 @@ class GenieFlow:
             try:
                 graph = await self._graph(model_key)
                 if step_token is not None:
-                    await self._work_one_invoker_state(graph, flow, config, feed)
+                    run.values, run.stopped = await self._work_one_invoker_state(graph, flow, config, feed)
                 else:
-                    run.values = await self._drive(graph, flow, command, config, feed, **self._run_options(flow))
+                    run.values, run.stopped = await self._drive(
+                        graph, flow, command, config, feed, **self._run_options(flow)
+                    )
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -639,7 +661,9 @@ class GenieFlow:
                 await self._settle(session_id)
             if self.runner == "celery" and not undo and run.error is None:
                 flow = self._registered[model_key].flow
-                snapshot = await (await self._graph(model_key)).aget_state(self._config(model_key, session_id))
+                snapshot = run.stopped or await (await self._graph(model_key)).aget_state(
+                    self._config(model_key, session_id)
+                )
                 if self._interrupted_run(flow, snapshot):
                     await self._dispatch(model_key, session_id, run.run_id, snapshot)
                     return False  # the lease goes on with the queued work
@@ -659,45 +683,61 @@ class GenieFlow:
         config: RunnableConfig,
         feed: _FeedWriter,
         **options: Any,
-    ) -> dict[str, Any] | None:
+    ) -> _Stopped:
         """Run the graph as ``ainvoke`` would, telling the feed each state entered and each LLM token.
 
-        Returns the graph's state where the run stopped (None if it emitted none).
+        Returns where the run stopped. With the Celery runner the stream also carries each
+        checkpoint, so what comes next is known without reading the checkpoint back.
         """
-        stream = graph.astream(
-            command,
-            config,
-            durability=(await self._open_store()).durability,
-            stream_mode=["updates", "values", "messages"],
-            **options,
-        )
+        store = await self._open_store()
+        modes: list[StreamMode] = ["updates", "values", "messages"]
+        if self.runner == "celery" and store.durability == "sync":  # each streamed checkpoint is a saved one
+            modes.append("checkpoints")
+        stream = graph.astream(command, config, durability=store.durability, stream_mode=modes, **options)
         values: dict[str, Any] | None = None
+        checkpoint: dict[str, Any] | None = None
+        interrupts: tuple[Interrupt, ...] = ()
         async for mode, chunk in stream:
             if mode == "values":
                 values = chunk
+            elif mode == "checkpoints":
+                checkpoint = chunk
             elif mode == "messages":
                 message, metadata = chunk
                 text = getattr(message, "content", None)
                 if isinstance(text, str) and text:
                     feed.put("token", {"state": metadata.get("langgraph_node"), "text": text})
             else:
+                interrupts += tuple(chunk.get(_INTERRUPT, ()))
                 for update in chunk.values():
                     state_id = flow.id_by_value.get(update.get("state")) if isinstance(update, dict) else None
                     if state_id is not None:
                         feed.put("state", _state_item(flow, state_id))
         if values is not None:
-            values = {key: value for key, value in values.items() if key != "__interrupt__"}
-        return values
+            values = {key: value for key, value in values.items() if key != _INTERRUPT}
+        snapshot = None
+        if checkpoint is not None:
+            snapshot = StateSnapshot(
+                values=values or {},
+                next=tuple(checkpoint["next"]),
+                config=checkpoint["config"],
+                metadata=checkpoint["metadata"],
+                created_at=None,
+                parent_config=checkpoint["parent_config"],
+                tasks=(),
+                interrupts=interrupts,
+            )
+        return _Stopped(values, snapshot)
 
     async def _work_one_invoker_state(
         self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig, feed: _FeedWriter
-    ) -> None:
+    ) -> _Stopped:
         """A worker's share of a run: the pending invoker state, then on to the next interrupt or invoker state."""
         while True:
-            await self._drive(graph, flow, None, config, feed, interrupt_after=flow.invoker_states)
-            snapshot = await graph.aget_state(config)
+            stopped = await self._drive(graph, flow, None, config, feed, interrupt_after=flow.invoker_states)
+            snapshot = stopped.snapshot or await graph.aget_state(config)
             if not snapshot.next or snapshot.interrupts or self._interrupted_run(flow, snapshot):
-                return
+                return stopped
             # a user state is next: run it up to its interrupt, so the session waits for an event
 
     def _queue_of(self, flow: CompiledFlow, state_id: str) -> str:
@@ -902,23 +942,27 @@ class GenieFlow:
         """Counts of the session's run in flight: in this process, or (shared store) in any."""
         run = self._in_flight(session_id)
         if run is not None:
-            return _progress_of(run)
+            return _progress_of(run.progress.total, run.progress.done)
         store = await self._open_store()
         if store.shared:
-            counts = await store.run_in_flight(session_id)
-            if counts is not None:
-                return AIProgressResponse(total_number_of_subtasks=counts[0], number_of_subtasks_executed=counts[1])
+            flight = await store.run_in_flight(session_id)
+            if flight is not None:
+                return _progress_of(flight.total, flight.done)
         return None
 
     async def _poll(self, model_key: str, session_id: str) -> AIResponse:
         self.flow_of(model_key)
         run = self._in_flight(session_id)
         if run is not None and run.model_key == model_key:  # the session exists: its run is working here
-            return AIResponse(session_id=session_id, next_actions=[POLL], progress=_progress_of(run))
+            return _polling(session_id, _progress_of(run.progress.total, run.progress.done))
+        store = await self._open_store()
+        flight = await store.run_in_flight(session_id) if store.shared and run is None else None
+        if flight is not None and flight.model_key == model_key:  # ... or in another process
+            return _polling(session_id, _progress_of(flight.total, flight.done))
         progress = await self._progress_elsewhere(session_id)
         if progress is not None:
             await self._record(model_key, session_id)
-            return AIResponse(session_id=session_id, next_actions=[POLL], progress=progress)
+            return _polling(session_id, progress)
         snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._registered[model_key].flow
         if self._in_flight(session_id) is not None:  # a run started while the snapshot was read

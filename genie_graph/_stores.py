@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlparse
 
 import aiosqlite
@@ -96,6 +96,14 @@ class SessionRecord:
 
 
 _TOUCH_EVERY_SECONDS = 60.0
+
+
+class RunInFlight(NamedTuple):
+    """A run holding a session's lease (in any process): its sub-task counts, and the session's model key."""
+
+    total: int
+    done: int
+    model_key: str | None
 
 
 FeedItem = dict[str, Any]
@@ -228,8 +236,8 @@ class Store(ABC):
         """Release the step lock."""
         raise self._not_shared()
 
-    async def run_in_flight(self, session_id: str) -> tuple[int, int] | None:
-        """``(total, done)`` of the run holding the lease in any process, or None."""
+    async def run_in_flight(self, session_id: str) -> RunInFlight | None:
+        """The run holding the session's lease in any process, or None."""
         raise self._not_shared()
 
     async def write_progress(self, session_id: str, total: int, done: int, ttl_seconds: float) -> None:

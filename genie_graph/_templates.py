@@ -78,6 +78,11 @@ class TemplateLibrary:
             raise TemplateError(prefix, f"prefix already registered for {str(known)!r}; choose another prefix")
         self._prefixes[prefix] = path
 
+    @property
+    def directories(self) -> dict[str, Path]:
+        """The registered prefixes and their directories (a copy)."""
+        return dict(self._prefixes)
+
     # ---- lookup -------------------------------------------------------------------------
     def path_of(self, name: str) -> Path:
         """The file a template name refers to.

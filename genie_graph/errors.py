@@ -224,3 +224,27 @@ class StoreUnavailable(GenieGraphError):
             f"the store at {self.url} is unavailable ({type(cause).__name__}: {cause}); the request changed "
             "nothing, retry once the store is back"
         )
+
+
+def describe_error(error: str, refusal_prefix: str = "") -> str:
+    """An ``AIResponse.error``, readable: refusals and invoker failures arrive as JSON bodies.
+
+    Args:
+        error: the error text.
+        refusal_prefix: put before a refusal's reason (``"refused: "``, say).
+    """
+    try:
+        body = json.loads(error)
+    except ValueError:
+        return error
+    if not isinstance(body, dict):
+        return error
+    if "reason" in body:
+        reason = str(body["reason"])
+        events = body.get("possible_events") or []
+        text = reason if "allowed:" in reason else f"{reason}; allowed: {', '.join(events) or '(none)'}"
+        return refusal_prefix + text
+    parts = [str(body[key]) for key in ("exception", "transition_error") if key in body]
+    if parts:
+        return f"{'; '.join(parts)} (in state {body.get('state', '?')})"
+    return error

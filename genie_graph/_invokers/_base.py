@@ -37,7 +37,13 @@ async def run_blocking(function: Callable[..., T], *args: Any) -> T:
         if _blocking_pool is None:
             _blocking_pool = ThreadPoolExecutor(BLOCKING_INVOKER_THREADS, thread_name_prefix="genie-graph-invoker")
     context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(_blocking_pool, lambda: context.run(function, *args))
+    try:
+        future = asyncio.get_running_loop().run_in_executor(_blocking_pool, lambda: context.run(function, *args))
+    except RuntimeError as exc:
+        # The pool takes no more work: the interpreter is shutting down. The run is cut off, not
+        # failed, so its session resumes from the last checkpoint instead of recording a failure.
+        raise asyncio.CancelledError(f"the process is ending ({exc})") from exc
+    return await future
 
 
 class GenieInvoker(ABC):
