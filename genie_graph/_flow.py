@@ -69,10 +69,12 @@ class GenieCompat:
 
 
 class _TransitionRecorder:
-    """python-statemachine listener doing Genie Flow's ``TransitionManager`` work.
+    """Genie Flow's ``TransitionManager`` work, done by ``CompiledFlow._send`` around each transition.
 
-    It runs after the machine's own ``before_transition`` and ``after_transition``, so the
-    dialogue is recorded last, with whatever ``dialogue_persistence`` a hook left.
+    It runs after the machine's own ``before`` and ``after`` callbacks, so the dialogue is recorded
+    last, with whatever ``dialogue_persistence`` a hook left. (It is no python-statemachine
+    listener: a listener costs each machine a scan of its attributes, and would make every flow
+    look as if it had hooks that must run on a worker thread.)
     """
 
     def __init__(self, flow: CompiledFlow) -> None:
@@ -166,8 +168,8 @@ class CompiledFlow:
 
     # ---- transitions --------------------------------------------------------------------
     def machine(self, model: GenieModel) -> GenieStateMachine:
-        """A machine on ``model`` with the dialogue recorder listening (no hooks run)."""
-        return self.machine_class(model, listeners=[_TransitionRecorder(self)])
+        """A machine on ``model`` (no hooks run)."""
+        return self.machine_class(model)
 
     async def enter_initial_state(self, model: GenieModel, *, record_intro: bool = True) -> None:
         """Put a new model in the initial state: run its enter hooks, record the intro.
@@ -243,7 +245,9 @@ class CompiledFlow:
         transition = list(machine.current_state.transitions)[chosen]
         args, kwargs = _event_arguments(machine, event, event_input, transition)
         source, target = transition.source, transition.target
+        recorder = _TransitionRecorder(self)
         await _call(machine, transition.before.key, *args, **kwargs)
+        recorder.before_transition(kwargs["event_data"], source, target)
         if not transition.internal:
             await _call(machine, source.exit.key, *args, **kwargs)
         await _call(machine, transition.on.key, *args, **kwargs)
@@ -253,6 +257,7 @@ class CompiledFlow:
         if not transition.internal:
             await _call(machine, target.enter.key, *args, **kwargs)
         await _call(machine, transition.after.key, *args, **kwargs)
+        recorder.after_transition(kwargs["event_data"], target)
         for observe in self.observers:
             observe(source.id, event, chosen)
 
@@ -292,14 +297,19 @@ async def _run_callbacks(machine: GenieStateMachine, steps: Coroutine[Any, Any, 
     Sync hooks and conditions (the usual kind, often doing I/O in ported Genie Flow code) must not
     hold up the event loop that serves every other session.
     """
-    if machine._callbacks.has_async_callbacks:
-        return await steps
+    if machine._callbacks.has_async_callbacks or not _has_callbacks(machine):
+        return await steps  # async hooks, or none at all: nothing that could block the loop
     try:
         return await run_blocking(_drive, steps)
     except asyncio.CancelledError:
         if inspect.getcoroutinestate(steps) == inspect.CORO_CREATED:
             steps.close()  # cut off before its thread took it (the process is ending): it never runs
         raise
+
+
+def _has_callbacks(machine: GenieStateMachine) -> bool:
+    """Whether the machine has any hook, condition or validator (its own, or its model's)."""
+    return any(executor.items for executor in machine._callbacks._registry.values())
 
 
 def _drive(steps: Coroutine[Any, Any, T]) -> T:
