@@ -952,16 +952,18 @@ class GenieFlow:
 
     async def _poll(self, model_key: str, session_id: str) -> AIResponse:
         self.flow_of(model_key)
-        run = self._in_flight(session_id)
-        if run is not None and run.model_key == model_key:  # the session exists: its run is working here
-            return _polling(session_id, _progress_of(run.progress.total, run.progress.done))
         store = await self._open_store()
+        run = self._in_flight(session_id)
         flight = await store.run_in_flight(session_id) if store.shared and run is None else None
-        if flight is not None and flight.model_key == model_key:  # ... or in another process
-            return _polling(session_id, _progress_of(flight.total, flight.done))
-        progress = await self._progress_elsewhere(session_id)
+        progress: AIProgressResponse | None = None
+        running_key: str | None = None
+        if run is not None:  # a run is working here ...
+            running_key, progress = run.model_key, _progress_of(run.progress.total, run.progress.done)
+        elif flight is not None:  # ... or in another process
+            running_key, progress = flight.model_key, _progress_of(flight.total, flight.done)
         if progress is not None:
-            await self._record(model_key, session_id)
+            if running_key != model_key:  # another key's session, or none: the record says which
+                await self._record(model_key, session_id)
             return _polling(session_id, progress)
         snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._registered[model_key].flow
@@ -1372,7 +1374,6 @@ class GenieFlow:
             for task in pending:  # a cut-off run resumes on the next poll after a restart
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        self._runs.clear()
         if self._store is not None:
             await self._store.close()
             self._store = None
