@@ -23,6 +23,7 @@ from statemachine.transition import Transition
 
 from ._composite import CompositeRunner
 from ._declaration import CompositeTemplate, GenieStateMachine
+from ._history import HistoryKind
 from ._invokers._base import run_blocking
 from ._model import Actor, DialoguePersistence, GenieModel, StateKind
 from .errors import EventNotAllowed, FlowDefinitionError
@@ -182,6 +183,7 @@ class CompiledFlow:
             activation = machine.activate_initial_state()  # type: ignore[no-untyped-call]
             if inspect.isawaitable(activation):
                 await activation
+        model.record_history(HistoryKind.STATE_ENTERED, state=self.initial)
         if record_intro:
             model.add_dialogue_element(Actor.ASSISTANT, self.render(self.initial, model))
 
@@ -258,6 +260,7 @@ class CompiledFlow:
             await _call(machine, target.enter.key, *args, **kwargs)
         await _call(machine, transition.after.key, *args, **kwargs)
         recorder.after_transition(kwargs["event_data"], target)
+        model.record_history(HistoryKind.EVENT, state=source.id, event=event, target=target.id)
         for observe in self.observers:
             observe(source.id, event, chosen)
 

@@ -22,12 +22,14 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema, to_json
 
+from genie_graph._history import HistoryEntry, HistoryKind
+from genie_graph._usage import SessionUsage
 from genie_graph.errors import SchemaUpgradeError, SecondaryStorageError, SerializationError
 
 if TYPE_CHECKING:
@@ -562,6 +564,12 @@ class GenieModel(VersionedModel):
     secondary_storage: SecondaryStore = Field(
         default_factory=SecondaryStore, description="write-once storage of VersionedModel values"
     )
+    flow_version: str | None = Field(default=None, description="the version of the flow the session started with")
+    usage: SessionUsage = Field(default_factory=SessionUsage, description="tokens and cost of the invoker calls")
+    history: list[HistoryEntry] = Field(default_factory=list, description="what happened, oldest first (bounded)")
+
+    history_limit: ClassVar[int] = 200
+    """How many history entries a session keeps; the oldest are dropped beyond it."""
 
     @classmethod
     def get_state_machine_class(cls) -> type[StateMachine]:
@@ -620,6 +628,23 @@ class GenieModel(VersionedModel):
         if self.actor is None:
             raise ValueError("cannot record a dialogue element: model.actor is None. Set model.actor before recording.")
         return self.add_dialogue_element(self.actor, self.actor_input or "")
+
+    def record_history(self, kind: HistoryKind | str, **fields: Any) -> HistoryEntry:
+        """Append an entry to :attr:`history`, dropping the oldest beyond :attr:`history_limit`.
+
+        Args:
+            kind: what happened (a :class:`HistoryKind` or its value).
+            fields: the entry's other fields (``state``, ``event``, ``error``, ...).
+
+        Returns:
+            The new entry.
+        """
+        entry = HistoryEntry(kind=HistoryKind(kind), **fields)
+        self.history.append(entry)
+        excess = len(self.history) - max(0, self.history_limit)
+        if excess > 0:
+            del self.history[:excess]
+        return entry
 
     @property
     def current_response(self) -> DialogueElement | None:

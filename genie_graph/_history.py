@@ -1,0 +1,70 @@
+"""A session's event history: a typed, append-only, bounded record kept on the model.
+
+Every session's ``GenieModel.history`` lists what happened to it in order: events received,
+states entered, invoker runs with their duration and outcome, and failures. It is part of the
+checkpointed state, so it survives restarts and moves between processes like the rest of the
+model. The oldest entries are dropped beyond ``GenieModel.history_limit``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["HistoryEntry", "HistoryKind"]
+
+
+class HistoryKind(StrEnum):
+    """What a history entry records."""
+
+    EVENT = "event"
+    """An event was accepted: ``event`` took the session from ``state`` to ``target``."""
+    STATE_ENTERED = "state_entered"
+    """The session entered ``state``."""
+    INVOKER_RUN = "invoker_run"
+    """An invoker state's run ended (``outcome`` ok or failed, ``duration_ms``)."""
+    INVOKER_FAILURE = "invoker_failure"
+    """One invoker call failed (``template``, ``attempt``, ``error``); retries may follow."""
+    BUDGET_REFUSED = "budget_refused"
+    """An invoker state was not run: the session's budget is spent."""
+    MIGRATED = "migrated"
+    """The session was loaded from an older flow version and migrated (``detail``: from, to)."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class HistoryEntry(BaseModel):
+    """One thing that happened to a session.
+
+    Attributes:
+        kind: what happened.
+        at: when (UTC).
+        state: the state it happened in (the source state of an event).
+        event: the event's name, for ``event`` entries.
+        target: the state an event led to.
+        template: the template whose invoker ran or failed.
+        outcome: ``ok`` or ``failed`` for invoker runs.
+        duration_ms: how long an invoker run or call took.
+        attempt: which call of an invoker failed (1 is the first).
+        error: what went wrong, for failures.
+        detail: anything else, as JSON data.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: HistoryKind
+    at: datetime = Field(default_factory=_utc_now)
+    state: str | None = None
+    event: str | None = None
+    target: str | None = None
+    template: str | None = None
+    outcome: str | None = None
+    duration_ms: float | None = None
+    attempt: int | None = None
+    error: str | None = None
+    detail: dict[str, Any] | None = None
