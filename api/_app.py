@@ -16,11 +16,13 @@ from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, Field
 
 from genie_graph import POLL, AIResponse, AIStatusResponse, EventInput, GenieFlow, SessionStartRequest, User
+from genie_graph._history import HistoryKind
 from genie_graph.errors import UnknownSession
 
 from ._auth import Caller, CallerDep
 from ._describe import DIAGRAM_MEDIA_TYPES, DiagramFormat, Diagrams, FlowDescription, describe_flow
 from ._errors import ApiError, ErrorBody, install_error_handlers, responses
+from ._ledger import HistoryReport, UsageReport, history_report, usage_report
 from ._playground import install_playground
 from ._stream import SSE_MEDIA_TYPE, event_stream
 
@@ -307,6 +309,41 @@ def create_app(
             response=json.dumps(selected),
             next_actions=status.next_actions if status.ready else [POLL],
         )
+
+    @router.get(
+        "/{model_key}/usage/{session_id}",
+        response_model=UsageReport,
+        summary="The session's token usage and cost",
+        description="Tokens and cost of every invoker call of the session, in total and per state, template and "
+        "model, priced by the server's price table (`GENIE_GRAPH_PRICES`); and the flow's budget, if it declares "
+        "one, with what is left of it.",
+        responses=responses(401, 404, 503),
+    )
+    async def usage(
+        model_key: Annotated[str, _MODEL_KEY], session_id: Annotated[str, _SESSION_ID], caller: CallerDep
+    ) -> UsageReport:
+        compiled = flow.flow_of(model_key)
+        await check_owner(model_key, session_id, caller)
+        return usage_report(compiled, await flow.aget_model(model_key, session_id))
+
+    @router.get(
+        "/{model_key}/history/{session_id}",
+        response_model=HistoryReport,
+        summary="What happened to the session, oldest first",
+        description="The session's event history: events accepted, states entered, invoker runs with their "
+        "duration and outcome, invoker failures, budget refusals, migrations. It holds no user text.",
+        responses=responses(401, 404, 503),
+    )
+    async def history(
+        model_key: Annotated[str, _MODEL_KEY],
+        session_id: Annotated[str, _SESSION_ID],
+        caller: CallerDep,
+        kind: Annotated[list[HistoryKind] | None, Query(description="only entries of these kinds")] = None,
+        last: Annotated[int | None, Query(ge=0, description="only the last N entries")] = None,
+    ) -> HistoryReport:
+        flow.flow_of(model_key)
+        await check_owner(model_key, session_id, caller)
+        return history_report(await flow.aget_model(model_key, session_id), kind, last)
 
     @router.get(
         "/{model_key}/flow",

@@ -5,9 +5,11 @@ from ._compiler import build_graph
 from ._declaration import EventData, GenieStateMachine, MapTaskTemplate, NamedQueueTaskTemplate, State
 from ._diagram import Diagram
 from ._flow import POLL, GenieCompat
+from ._history import HistoryEntry, HistoryKind
 from ._invokers import GenieInvoker
 from ._model import DialogueElement, DialogueFormat, GenieModel, SecondaryStore, VersionedModel
 from ._runtime import GenieFlow
+from ._usage import Budget, PriceTable, SessionUsage, UsageTotals, report_usage
 from ._user import User
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "AIProgressResponse",
     "AIResponse",
     "AIStatusResponse",
+    "Budget",
     "EventInput",
     "GenieFlow",
     "SessionStartRequest",
@@ -26,11 +29,17 @@ __all__ = [
     "GenieInvoker",
     "GenieModel",
     "GenieStateMachine",
+    "HistoryEntry",
+    "HistoryKind",
     "MapTaskTemplate",
     "NamedQueueTaskTemplate",
+    "PriceTable",
     "SecondaryStore",
+    "SessionUsage",
     "State",
+    "UsageTotals",
     "User",
     "VersionedModel",
     "build_graph",
+    "report_usage",
 ]

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jmespath
@@ -22,6 +22,7 @@ from ._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTemp
 from ._invokers import InvokerRegistry
 from ._invokers._base import run_blocking
 from ._templates import TemplateLibrary
+from ._usage import PriceTable, calling_template
 from .errors import FlowDefinitionError, InvokerConfigError, InvokerError
 
 
@@ -114,6 +115,8 @@ class CompositeRunner:
     invokers: InvokerRegistry
     invoke_override: InvokeOverride | None = None
     """When set, asked first for each invoker template's answer (tests fake invokers with it)."""
+    prices: PriceTable = field(default_factory=PriceTable)
+    """Prices of the LLM calls, by model name (see ``GenieModel.usage``)."""
 
     # ---- build time ---------------------------------------------------------------------
     def check(self, template: CompositeTemplate, flow: str, state_id: str) -> None:
@@ -277,11 +280,12 @@ class CompositeRunner:
         if config.invoker is None:
             return prompt  # a renderer template inside a composite contributes its text
         try:
-            if self.invoke_override is not None:
-                answer = await self.invoke_override(name, prompt, data, config.invoker)
-                if answer is not None:
-                    return answer
-            return await self.invokers.pool_for(config.invoker).ainvoke(prompt)
+            with calling_template(name):
+                if self.invoke_override is not None:
+                    answer = await self.invoke_override(name, prompt, data, config.invoker)
+                    if answer is not None:
+                        return answer
+                return await self.invokers.pool_for(config.invoker).ainvoke(prompt)
         except InvokerError as exc:
             on_error = config.invoker.get("on_error")
             if on_error is None:

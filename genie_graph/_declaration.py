@@ -15,6 +15,7 @@ from statemachine.event_data import EventData
 from statemachine.exceptions import InvalidDefinition
 from statemachine.factory import StateMachineMetaclass
 
+from ._usage import Budget
 from .errors import FlowDefinitionError
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
         templates: state id -> template (see :data:`CompositeTemplate`); every state needs one.
         completion_events: optional invoker state id -> the event sent with the invoker's output.
             Without an entry, the first event declared out of that state is sent (Genie Flow's rule).
+        budget: optional :class:`~genie_graph.Budget`: what one session may spend on invoker calls.
 
     Example:
         >>> class QandAMachine(GenieStateMachine):
@@ -116,6 +118,7 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
 
     templates: ClassVar[Mapping[str, CompositeTemplate]] = {}
     completion_events: ClassVar[Mapping[str, str]] = {}
+    budget: ClassVar[Budget | None] = None
 
     def __init__(self, model: GenieModel, **kwargs: Any) -> None:
         kwargs.setdefault("state_field", "state")

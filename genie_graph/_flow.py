@@ -12,7 +12,7 @@ import asyncio
 import difflib
 import inspect
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,7 +26,8 @@ from ._declaration import CompositeTemplate, GenieStateMachine
 from ._history import HistoryKind
 from ._invokers._base import run_blocking
 from ._model import Actor, DialoguePersistence, GenieModel, StateKind
-from .errors import EventNotAllowed, FlowDefinitionError
+from ._usage import Budget, CallUsage
+from .errors import BudgetExceeded, EventNotAllowed, FlowDefinitionError
 
 T = TypeVar("T")
 
@@ -128,6 +129,31 @@ class CompiledFlow:
     """source id -> target id -> edge labels (``event [cond]``) of the declared transitions."""
     observers: list[TransitionObserver] = field(default_factory=list)
     """Told which transition each event took (``genie_graph.testing``'s transition coverage)."""
+    budget: Budget | None = None
+    """The machine's limit on what one session may spend on invoker calls."""
+
+    def check_budget(self, model: GenieModel, state_id: str) -> None:
+        """Refuse to run invoker state ``state_id`` once the session has spent its budget.
+
+        Raises:
+            BudgetExceeded: the budget is spent.
+        """
+        if self.budget is None:
+            return
+        reason = self.budget.exceeded_by(model.usage)
+        if reason is None:
+            return
+        fallback = self.budget.on_exceeded
+        if fallback is not None and fallback not in self.events_out[state_id]:
+            fallback = None  # this state has no such way out: its completion event carries the error
+        raise BudgetExceeded(state_id, reason, fallback)
+
+    def add_usage(self, model: GenieModel, state_id: str, calls: Iterable[CallUsage]) -> None:
+        """Count the invoker calls of a run of ``state_id`` in ``model.usage``, priced."""
+        prices = self.runner.prices
+        for call in calls:
+            model.usage.currency = prices.currency
+            model.usage.add(state_id, call, prices.cost(call))
 
     @property
     def name(self) -> str:
@@ -475,6 +501,18 @@ def compile_flow(
             name, "unreachable states", unreachable, fix="Add a transition into each, or remove it"
         )
 
+    budget = getattr(machine_class, "budget", None)
+    if budget is not None:
+        if not isinstance(budget, Budget):
+            raise FlowDefinitionError(name, f"budget must be a genie_graph.Budget, got {budget!r}", ["budget"])
+        if budget.on_exceeded is not None and budget.on_exceeded not in events:
+            raise FlowDefinitionError(
+                name,
+                f"Budget(on_exceeded={budget.on_exceeded!r}) names no event of the machine",
+                ["budget"],
+                fix=f"Known events: {', '.join(events)}",
+            )
+
     targets: dict[str, dict[str, list[str]]] = {}
     for state in states:
         per_target = targets.setdefault(state.id, {})
@@ -495,6 +533,7 @@ def compile_flow(
         id_by_value={s.value: s.id for s in states},
         names={s.id: s.name for s in states},
         targets=targets,
+        budget=budget,
     )
     try:  # resolves every cond/unless name and expression, as python-statemachine does per instance
         flow.machine_class(model_class.model_construct(state=by_id[initials[0]].value), listeners=[])

@@ -19,6 +19,7 @@ import contextvars
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +31,10 @@ from langgraph.types import Command, interrupt
 
 from ._composite import NO_PROGRESS, OnErrorEvent, ProgressSink
 from ._flow import CompiledFlow
+from ._history import HistoryKind
 from ._model import GenieModel, StateKind
-from .errors import EventNotAllowed
+from ._usage import collecting_usage
+from .errors import BudgetExceeded, EventNotAllowed
 
 logger = logging.getLogger("genie_graph")
 
@@ -244,13 +247,29 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
         progress.begin(state_id, flow.runner.count(template) + 1)
         event = flow.completion_event[state_id]
         failure: Exception | None = None
-        try:
-            output = await flow.runner.run(template, lambda: flow.render_data(model), progress)
-        except OnErrorEvent as routed:
-            event, output = routed.event, routed.content
-        except Exception as exc:  # an invoker's failure is kept on the session, not raised
-            logger.warning("invoker state %s of session %s failed: %s", state_id, model.session_id, exc)
-            failure, output = exc, ""
+        started = time.perf_counter()
+        with collecting_usage() as usage:
+            try:
+                flow.check_budget(model, state_id)
+                output = await flow.runner.run(template, lambda: flow.render_data(model), progress)
+            except OnErrorEvent as routed:
+                event, output = routed.event, routed.content
+            except BudgetExceeded as refused:
+                logger.warning("invoker state %s of session %s not run: %s", state_id, model.session_id, refused)
+                failure, output = refused, str(refused)
+                event = refused.fallback_event or event
+                model.record_history(HistoryKind.BUDGET_REFUSED, state=state_id, error=str(refused))
+            except Exception as exc:  # an invoker's failure is kept on the session, not raised
+                logger.warning("invoker state %s of session %s failed: %s", state_id, model.session_id, exc)
+                failure, output = exc, ""
+        flow.add_usage(model, state_id, usage.calls)
+        model.record_history(
+            HistoryKind.INVOKER_RUN,
+            state=state_id,
+            outcome="ok" if failure is None else "failed",
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            error=None if failure is None else f"{type(failure).__name__}: {failure}",
+        )
         # As Genie Flow does, the completion event is sent also after a failure (with ""), so a
         # front end finds the session where it expects it. Should that transition fail too
         # (no condition passes, a hook raises), the state waits for an event sent by hand.
@@ -267,6 +286,8 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
         error: dict[str, Any] = {"session_id": model.session_id, "state": state_id}
         if failure is not None:
             error["exception"] = f"{type(failure).__name__}: {failure}"
+        if isinstance(failure, BudgetExceeded):
+            error["error"] = failure.code
         if stuck is not None:
             error["transition_error"] = f"{type(stuck).__name__}: {stuck}"
             error[_WAITING] = True

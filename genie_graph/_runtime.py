@@ -41,6 +41,7 @@ from ._model import GenieModel, StateKind, reachable_types
 from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
 from ._stores import FeedItem, SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
+from ._usage import PriceTable
 from ._user import User
 from .errors import (
     EventFailed,
@@ -300,6 +301,8 @@ class GenieFlow:
         dispatch_timeout_seconds: with the Celery runner, how long queued work may wait for a
             worker before the next poll queues it again.
         compat: Genie Flow behaviours to keep (see ``GenieCompat``).
+        prices: the price table of LLM calls (a ``PriceTable``, its mapping, or a YAML file);
+            default ``$GENIE_GRAPH_PRICES``, else every call costs 0 (tokens are still counted).
 
     Example:
         >>> flow = GenieFlow(template_root="prompts", store="memory://")  # doctest: +SKIP
@@ -323,6 +326,7 @@ class GenieFlow:
         run_lease_seconds: float = 30.0,
         dispatch_timeout_seconds: float = 300.0,
         compat: GenieCompat | None = None,
+        prices: PriceTable | Mapping[str, Any] | str | Path | None = None,
     ) -> None:
         if keep_checkpoints < 1:
             raise ValueError(
@@ -342,7 +346,8 @@ class GenieFlow:
         self._check_runner_store()
         self.keep_checkpoints = keep_checkpoints
         self._library = TemplateLibrary(template_root, strict_undefined=not self.compat.lenient_undefined)
-        self._runner = CompositeRunner(self._library, InvokerRegistry(pool_size))
+        price_table = PriceTable.parse(prices or os.environ.get("GENIE_GRAPH_PRICES") or None)
+        self._runner = CompositeRunner(self._library, InvokerRegistry(pool_size), prices=price_table)
         self._registered: dict[str, _Registered] = {}
         self._loop: _LoopThread | None = None
         self._loop_guard = threading.Lock()

@@ -190,7 +190,9 @@ class PriceTable:
                     raise TypeError
                 models[str(name)] = ModelPrice(float(price.get("input", 0)), float(price.get("output", 0)))
             except (TypeError, ValueError):
-                raise InvokerConfigError(f"price of model {name!r} must be {{input: N, output: N}}; got {price!r}") from None
+                raise InvokerConfigError(
+                    f"price of model {name!r} must be {{input: N, output: N}}; got {price!r}"
+                ) from None
         return cls(models=models, currency=str(data.get("currency", "USD")))
 
     def price_of(self, model: str | None) -> ModelPrice | None:

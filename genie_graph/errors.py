@@ -66,6 +66,25 @@ class InvokerError(GenieGraphError):
     """An invoker raised or timed out while answering a rendered template."""
 
 
+class BudgetExceeded(GenieGraphError):
+    """A session has spent its budget: an invoker state was not run.
+
+    Attributes:
+        state: the invoker state that was not run.
+        fallback_event: the machine's ``Budget.on_exceeded`` event, sent instead of the state's
+            completion event (None: the completion event is sent, with this error as the output).
+    """
+
+    code = "budget_exceeded"
+
+    def __init__(self, state: str, reason: str, fallback_event: str | None) -> None:
+        self.state = state
+        self.fallback_event = fallback_event
+        super().__init__(
+            f"state {state!r} was not run: {reason}. Raise the machine's Budget, or start a new session"
+        )
+
+
 class UnknownModelKey(GenieGraphError, KeyError):
     """No flow is registered under the model key.
 

@@ -12,6 +12,9 @@ ending in ``data: [DONE]`` when ``stream`` is true). Markers in the last user me
 * ``__DRIP__``: a streamed reply waits ``DRIP_SECONDS`` before each chunk, so a client sees
   tokens arrive while the call is still going.
 
+Usage counts one token per whitespace-separated word (prompt: all messages; completion: the
+reply); a stream sends it in a last chunk when ``stream_options.include_usage`` is set.
+
 ``GET /_requests`` lists every chat request body received so far; ``POST /_reset`` clears it.
 """
 
@@ -117,12 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             reply = "ECHO: " + last
         model = str(body.get("model") or "fake-model")
+        usage = _usage(messages, reply)
         if body.get("stream"):
-            self._stream(model, reply, DRIP_SECONDS if "__DRIP__" in last else 0.0)
+            with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._stream(model, reply, DRIP_SECONDS if "__DRIP__" in last else 0.0, usage if with_usage else None)
         else:
-            self._send_json(200, _completion(model, reply))
+            self._send_json(200, _completion(model, reply, usage))
 
-    def _stream(self, model: str, reply: str, drip: float = 0.0) -> None:
+    def _stream(self, model: str, reply: str, drip: float = 0.0, usage: dict[str, int] | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -137,6 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(drip)
             self._sse(_chunk(model, created, delta, None))
         self._sse(_chunk(model, created, {}, "stop"))
+        if usage is not None:  # as OpenAI does with stream_options.include_usage: a last chunk, no choices
+            self._sse({**_chunk(model, created, {}, None), "choices": [], "usage": usage})
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.close_connection = True
@@ -150,7 +157,14 @@ def _error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def _completion(model: str, reply: str) -> dict[str, Any]:
+def _usage(messages: list[dict[str, Any]], reply: str) -> dict[str, int]:
+    """Deterministic token counts: one token per whitespace-separated word."""
+    prompt = sum(len(_as_text(m.get("content")).split()) for m in messages)
+    completion = len(reply.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _completion(model: str, reply: str, usage: dict[str, int]) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -164,7 +178,7 @@ def _completion(model: str, reply: str) -> dict[str, Any]:
                 "logprobs": None,
             }
         ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "usage": usage,
     }
 
 

@@ -35,7 +35,9 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, llm_url: str
 ) -> Iterator[ApiServer]:
     place = tmp_path_factory.mktemp(f"http-{request.param.replace('+', '-')}")
-    env = {"GENIE_GRAPH_OPENAI_BASE_URL": llm_url}
+    (place / "prices.yaml").write_text("currency: USD\nmodels:\n  gpt-4o-mini: {input: 0.15, output: 0.6}\n")
+    # The workers price the calls they make, so they read the price table too.
+    env = {"GENIE_GRAPH_OPENAI_BASE_URL": llm_url, "GENIE_GRAPH_PRICES": str(place / "prices.yaml")}
     args = ["--max-event-input", str(LIMIT)]
     workers: list[Worker] = []
     if request.param == "embedded":
@@ -152,6 +154,39 @@ def test_unknown_model_key_and_session_are_404(client: httpx.Client) -> None:
         event(client, "not-a-session", "poll"),
     ):
         assert response.status_code == 404 and response.json()["error"] == "unknown_session", response.text
+
+
+def test_usage_and_history_of_a_session(client: httpx.Client) -> None:
+    session_id = start(client)["session_id"]
+    answer = settle(client, session_id, event(client, session_id, "user_input", "count my tokens").json())
+    assert answer["error"] is None
+    usage = client.get(f"/q_and_a/usage/{session_id}")
+    assert usage.status_code == 200, usage.text
+    body = usage.json()
+    assert body["session_id"] == session_id and body["budget"] is None
+    total = body["usage"]["total"]
+    # the test server counts words; its reply echoes the prompt after "ECHO:"
+    assert total["calls"] == 1 and total["input_tokens"] > 3 and total["output_tokens"] == total["input_tokens"] + 1
+    assert total["cost"] == pytest.approx((total["input_tokens"] * 0.15 + total["output_tokens"] * 0.6) / 1e6)
+    assert body["usage"]["by_state"]["ai_creates_response"] == total
+    assert body["usage"]["by_template"]["q_and_a/llm/ai_creates_response.jinja2"] == total
+    assert body["usage"]["by_model"]["gpt-4o-mini"] == total
+
+    history = client.get(f"/q_and_a/history/{session_id}").json()
+    assert [(e["kind"], e["state"]) for e in history["entries"]] == [
+        ("state_entered", "intro"),
+        ("event", "intro"),
+        ("invoker_run", "ai_creates_response"),
+        ("event", "ai_creates_response"),
+    ]
+    assert history["entries"][1]["event"] == "user_input" and history["entries"][1]["target"] == "ai_creates_response"
+    assert "count my tokens" not in json.dumps(history)  # no user text in the history
+    runs = client.get(f"/q_and_a/history/{session_id}", params={"kind": "invoker_run", "last": 1}).json()
+    assert [e["outcome"] for e in runs["entries"]] == ["ok"]
+    for path in ("usage", "history"):
+        missing = client.get(f"/q_and_a/{path}/not-a-session")
+        assert missing.status_code == 404 and missing.json()["error"] == "unknown_session"
+    assert client.get(f"/q_and_a/history/{session_id}", params={"kind": "nope"}).status_code == 422
 
 
 def test_a_refused_event_is_409_and_changes_nothing(client: httpx.Client) -> None:

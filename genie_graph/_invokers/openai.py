@@ -13,6 +13,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from genie_graph._invokers._base import GenieInvoker
+from genie_graph._usage import report_usage
 from genie_graph.errors import InvokerConfigError, InvokerError
 
 ENV_BASE_URL = "GENIE_GRAPH_OPENAI_BASE_URL"
@@ -119,6 +120,9 @@ class OpenAIInvoker(GenieInvoker):
     The environment wins over ``meta.yaml``: ``GENIE_GRAPH_OPENAI_BASE_URL``,
     ``GENIE_GRAPH_OPENAI_MODEL`` and ``GENIE_GRAPH_OPENAI_TEMPERATURE``. Without any base URL the
     client falls back to ``OPENAI_BASE_URL`` and then to OpenAI itself.
+
+    Each call's token usage (langchain's ``usage_metadata``) is counted in the session's
+    ``usage``, priced by the flow's price table under the model name the server answered with.
 
     If the rendered template is a YAML list of ``{role, content}`` mappings it is sent as that
     conversation, otherwise as a single user message. Failures of the call are raised as
@@ -240,7 +244,14 @@ class OpenAIInvoker(GenieInvoker):
             kwargs["temperature"] = self.temperature
         if http_async_client is not None:
             kwargs["http_async_client"] = http_async_client
-        return ChatOpenAI(**kwargs)
+        # Usage also when the reply is streamed (LangGraph streams tokens to SSE clients).
+        return ChatOpenAI(stream_usage=True, **kwargs)
+
+    def _report(self, reply: BaseMessage) -> None:
+        usage = getattr(reply, "usage_metadata", None)
+        if usage:
+            model = (reply.response_metadata or {}).get("model_name") or self.model
+            report_usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0), str(model))
 
     def _failure(self, exc: BaseException) -> InvokerError:
         return InvokerError(
@@ -265,6 +276,7 @@ class OpenAIInvoker(GenieInvoker):
             reply = self._chat.invoke(messages)
         except Exception as exc:
             raise self._failure(exc) from exc
+        self._report(reply)
         return str(reply.text)
 
     async def ainvoke(self, content: str) -> str:
@@ -290,4 +302,5 @@ class OpenAIInvoker(GenieInvoker):
                 reply = await chat.ainvoke(messages)
             except Exception as exc:
                 raise self._failure(exc) from exc
+        self._report(reply)
         return str(reply.text)
