@@ -58,7 +58,7 @@ class HistoryReport(BaseModel):
 
 def usage_report(flow: CompiledFlow, model: GenieModel) -> UsageReport:
     """The usage route's body for ``model``."""
-    budget = flow.budget
+    budget = flow.budget_of(model)
     status = None
     if budget is not None:
         total = model.usage.total

@@ -20,6 +20,7 @@ from .errors import FlowDefinitionError
 
 if TYPE_CHECKING:
     from ._model import GenieModel
+    from ._versions import Migration
 
 __all__ = [
     "CompositeTemplate",
@@ -95,7 +96,12 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
         templates: state id -> template (see :data:`CompositeTemplate`); every state needs one.
         completion_events: optional invoker state id -> the event sent with the invoker's output.
             Without an entry, the first event declared out of that state is sent (Genie Flow's rule).
-        budget: optional :class:`~genie_graph.Budget`: what one session may spend on invoker calls.
+        budget: optional :class:`~genie_graph.Budget`: what one session may spend on invoker calls;
+            or a ``staticmethod`` taking the session's model and returning its Budget (or None).
+        version: optional version of the flow, recorded by each session it starts (default: a hash of
+            the declaration, see :func:`~genie_graph.flow_version`).
+        migrations: optional older version -> :class:`~genie_graph.Migration`: how sessions started
+            on that version are carried over to this one when they are loaded.
 
     Example:
         >>> class QandAMachine(GenieStateMachine):
@@ -118,7 +124,9 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
 
     templates: ClassVar[Mapping[str, CompositeTemplate]] = {}
     completion_events: ClassVar[Mapping[str, str]] = {}
-    budget: ClassVar[Budget | None] = None
+    budget: ClassVar[Budget | Callable[[GenieModel], Budget | None] | None] = None
+    version: ClassVar[str | None] = None
+    migrations: ClassVar[Mapping[str, Migration]] = {}
 
     def __init__(self, model: GenieModel, **kwargs: Any) -> None:
         kwargs.setdefault("state_field", "state")

@@ -129,8 +129,17 @@ class CompiledFlow:
     """source id -> target id -> edge labels (``event [cond]``) of the declared transitions."""
     observers: list[TransitionObserver] = field(default_factory=list)
     """Told which transition each event took (``genie_graph.testing``'s transition coverage)."""
-    budget: Budget | None = None
-    """The machine's limit on what one session may spend on invoker calls."""
+    budget: Budget | Callable[[GenieModel], Budget | None] | None = None
+    """The machine's limit on what one session may spend on invoker calls (or a function of the model)."""
+
+    def budget_of(self, model: GenieModel) -> Budget | None:
+        """The budget of ``model``'s session: the machine's, or what its budget function answers."""
+        if self.budget is None or isinstance(self.budget, Budget):
+            return self.budget
+        budget = self.budget(model)
+        if budget is not None and not isinstance(budget, Budget):
+            raise TypeError(f"the machine's budget function returned {budget!r}; return a genie_graph.Budget or None")
+        return budget
 
     def check_budget(self, model: GenieModel, state_id: str) -> None:
         """Refuse to run invoker state ``state_id`` once the session has spent its budget.
@@ -138,12 +147,13 @@ class CompiledFlow:
         Raises:
             BudgetExceeded: the budget is spent.
         """
-        if self.budget is None:
+        budget = self.budget_of(model)
+        if budget is None:
             return
-        reason = self.budget.exceeded_by(model.usage)
+        reason = budget.exceeded_by(model.usage)
         if reason is None:
             return
-        fallback = self.budget.on_exceeded
+        fallback = budget.on_exceeded
         if fallback is not None and fallback not in self.events_out[state_id]:
             fallback = None  # this state has no such way out: its completion event carries the error
         raise BudgetExceeded(state_id, reason, fallback)
@@ -502,10 +512,16 @@ def compile_flow(
         )
 
     budget = getattr(machine_class, "budget", None)
+    if isinstance(budget, staticmethod):
+        budget = budget.__func__
     if budget is not None:
-        if not isinstance(budget, Budget):
-            raise FlowDefinitionError(name, f"budget must be a genie_graph.Budget, got {budget!r}", ["budget"])
-        if budget.on_exceeded is not None and budget.on_exceeded not in events:
+        if not isinstance(budget, Budget) and not callable(budget):
+            raise FlowDefinitionError(
+                name,
+                f"budget must be a genie_graph.Budget or a function of the model returning one, got {budget!r}",
+                ["budget"],
+            )
+        if isinstance(budget, Budget) and budget.on_exceeded is not None and budget.on_exceeded not in events:
             raise FlowDefinitionError(
                 name,
                 f"Budget(on_exceeded={budget.on_exceeded!r}) names no event of the machine",

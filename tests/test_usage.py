@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class Counting(GenieInvoker):
         return "counted"
 
 
-def make_model(budget: Budget | None = None) -> type[GenieModel]:
+def make_model(budget: Budget | Callable[[GenieModel], Budget | None] | None = None) -> type[GenieModel]:
     class UsageMachine(GenieStateMachine):
         intro = State(initial=True, value=1)
         ai = State(value=2)
@@ -80,7 +80,7 @@ def make_model(budget: Budget | None = None) -> type[GenieModel]:
             "broke": "ui/broke.jinja2",
         }
 
-    UsageMachine.budget = budget
+    UsageMachine.budget = budget if isinstance(budget, Budget | None) else staticmethod(budget)  # type: ignore[assignment]
 
     class UsageModel(GenieModel):
         @classmethod
@@ -119,7 +119,7 @@ def flows() -> Iterator[list[GenieFlow]]:
         flow.close()
 
 
-def open_flow(flows: list[GenieFlow], root: Path, store_url: str, budget: Budget | None = None) -> GenieFlow:
+def open_flow(flows: list[GenieFlow], root: Path, store_url: str, budget: Any = None) -> GenieFlow:
     flow = GenieFlow(template_root=root, store=store_url, prices=PRICES)
     flows.append(flow)
     flow.register_model(KEY, make_model(budget))
@@ -272,3 +272,18 @@ def test_history_is_bounded(tmp_path: Path, flows: list[GenieFlow], llm: str) ->
         "event": "ai_extraction",
         "target": "show",
     }
+
+
+def test_a_budget_function_gives_each_session_its_own(llm: str, tmp_path: Path, flows: list[GenieFlow]) -> None:
+    def per_session(model: GenieModel) -> Budget | None:
+        return None if model.secondary_storage.get("user_info") else Budget(max_tokens=1, on_exceeded="over_budget")
+
+    flow = open_flow(flows, tree(tmp_path, llm), "memory://", per_session)
+    user = {"email": "vip@example.org", "firstname": "V", "lastname": "P"}
+    vip = flow.create_new_session(KEY, user_info=user).session_id
+    anonymous = flow.create_new_session(KEY).session_id
+    for _ in range(2):
+        assert send(flow, KEY, vip, "user_input", "hi").error is None
+        send(flow, KEY, anonymous, "user_input", "hi")
+    assert flow.flow_of(KEY).state_of(flow.get_model(KEY, vip)) == "show"
+    assert flow.flow_of(KEY).state_of(flow.get_model(KEY, anonymous)) == "broke"
