@@ -685,6 +685,8 @@ class GenieModel(VersionedModel):
         * ``state_value``: ``state``;
         * ``state_id`` and ``state_name``: the id and name of the state whose value is ``state``,
           or None when there is no state or :meth:`get_state_machine_class` is not implemented.
+        * ``last_user_message`` and ``last_bot_message``: the latest utterance of the user and of
+          the assistant in the dialogue (Colang's context variables), or None.
 
         Returns:
             A fresh dict.
@@ -698,7 +700,15 @@ class GenieModel(VersionedModel):
         data["chat_history"] = self.format_dialogue(DialogueFormat.YAML)
         data["state_value"] = self.state
         data["state_id"], data["state_name"] = self._state_id_and_name()
+        data["last_user_message"] = self._last_text(Actor.USER)
+        data["last_bot_message"] = self._last_text(Actor.ASSISTANT)
         return data
+
+    def _last_text(self, actor: Actor) -> str | None:
+        for element in reversed(self.dialogue):
+            if element.actor == actor:
+                return element.actor_text
+        return None
 
     def _state_id_and_name(self) -> tuple[str | None, str | None]:
         if self.state is None:

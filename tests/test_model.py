@@ -490,6 +490,15 @@ def test_render_data_keys() -> None:
     assert data["dialogue"][0]["actor_text"] == "hello"
     for key in ("state", "actor", "actor_input", "source_type", "target_type", "dialogue_persistence", "task_error"):
         assert key in data
+    assert (data["last_user_message"], data["last_bot_message"]) == ("hello", None)
+
+
+def test_render_data_has_the_last_user_and_bot_messages() -> None:
+    chat = Chat()
+    for actor, text in (("assistant", "Hi"), ("user", "one"), ("assistant", "ok"), ("user", "two")):
+        chat.add_dialogue_element(actor, text)
+    assert (chat.render_data["last_user_message"], chat.render_data["last_bot_message"]) == ("two", "ok")
+    assert (Chat().render_data["last_user_message"], Chat().render_data["last_bot_message"]) == (None, None)
 
 
 def test_render_data_resolves_state_id_and_name() -> None:
