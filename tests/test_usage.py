@@ -287,3 +287,24 @@ def test_a_budget_function_gives_each_session_its_own(llm: str, tmp_path: Path, 
         send(flow, KEY, anonymous, "user_input", "hi")
     assert flow.flow_of(KEY).state_of(flow.get_model(KEY, vip)) == "show"
     assert flow.flow_of(KEY).state_of(flow.get_model(KEY, anonymous)) == "broke"
+
+
+def test_a_script_with_fakes_counts_words_as_tokens_and_meets_the_budget(tmp_path: Path) -> None:
+    from genie_graph.testing import run_script
+
+    flow = GenieFlow(template_root=tree(tmp_path, "http://127.0.0.1:9/v1"), store="memory://")
+    flow.register_model(KEY, make_model(Budget(max_tokens=12, on_exceeded="over_budget")))
+    try:
+        result = run_script(
+            flow,
+            KEY,
+            [
+                {"say": "hello there", "state": "show", "fields": {"usage.by_model.fake.calls": 3}},
+                {"say": "and again", "state": "broke", "error": "used 14 tokens of its budget of 12"},
+            ],
+            fakes={"first": "one two three", "second": "four", "count": "five six"},
+        )
+    finally:
+        flow.close()
+    # first: "say hello there" (3 words) -> 3 words; second: "one two three again" (4) -> 1; count: "four" (1) -> 2
+    assert result.turns[0].model.usage.total.total_tokens == 3 + 3 + 4 + 1 + 1 + 2

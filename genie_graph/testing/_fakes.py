@@ -21,7 +21,11 @@ import yaml
 from .._imports import import_object
 from .._invokers import InvokerRegistry
 from .._templates import TemplateLibrary
+from .._usage import report_usage
 from ..errors import GenieGraphError, InvokerError
+
+FAKE_MODEL = "fake"
+"""The model name under which fake answers count their usage: one token per word of prompt and answer."""
 
 FakeCallable = Callable[[str, Mapping[str, Any]], "str | Awaitable[str]"]
 """A fake called with the rendered prompt and the render data; returns the answer (may be async)."""
@@ -425,6 +429,7 @@ class _FakeRun:
             self._log(Invocation(turn, template, prompt, None, source, problem))
             raise
         self._log(Invocation(turn, template, prompt, answer, source))
+        report_usage(len(prompt.split()), len(answer.split()), FAKE_MODEL)
         return answer
 
     def _replay(self, recording: _Recording, template: str, prompt: str, turn: int) -> str:
@@ -458,6 +463,7 @@ class _FakeRun:
             raise InvokerError(entry["error"])
         answer = str(entry["answer"])
         self._log(Invocation(turn, template, prompt, answer, source))
+        report_usage(len(prompt.split()), len(answer.split()), FAKE_MODEL)
         return answer
 
 
