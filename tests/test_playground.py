@@ -3,8 +3,10 @@
 Each browser test clicks and types as a flow author would, on the embedded store (SQLite, inline
 runner) and on Redis + two Celery workers, with the examples answering offline. A second server,
 talking to a local OpenAI-compatible server, shows tokens streaming, a busy session and an invoker
-failure. The flow description and diagram routes are checked over plain HTTP too. The whole
-``q_and_a_capture`` conversation is saved as ``tests/artifacts/playground.png``.
+failure; a third serves a flow with a token budget, whose usage and history panels must show what the
+usage and history routes answer. The flow description and diagram routes are checked over plain HTTP
+too. The whole ``q_and_a_capture`` conversation is saved as ``tests/artifacts/playground.png``, the
+spent budget's session as ``tests/artifacts/playground-usage.png``.
 
 Playwright downloads no browser here: it drives ``/usr/bin/chromium`` (``apt-get install chromium``;
 ``.ci/run`` installs it).
@@ -23,7 +25,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from genie_graph import GenieFlow
+from genie_graph import Budget, GenieFlow, GenieModel, GenieStateMachine, State
 from tests.openai_server import start_openai_server
 from tests.services import ApiServer, RedisServer, Worker
 
@@ -87,6 +89,62 @@ def streaming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     place = tmp_path_factory.mktemp("playground-streaming")
     api = ApiServer(place / "serve.log", "memory://", env={"GENIE_GRAPH_OPENAI_BASE_URL": base_url}).start()
     yield Served(api, "streaming")
+    api.stop()
+    stop()
+
+
+# A token budget the first question stays within and a long second one overshoots (one token per word).
+BUDGET_TOKENS = 400
+PRICES = {"currency": "USD", "models": {"gpt-4o-mini": {"input": 0.15, "output": 0.60}}}
+PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+
+
+class BudgetedMachine(GenieStateMachine):
+    """``q_and_a`` with a budget: once spent, the LLM state sends ``over_budget`` to the final state ``spent``."""
+
+    intro = State(initial=True, value=0)
+    user_enters_query = State(value=100)
+    ai_creates_response = State(value=200)
+    spent = State(final=True, value=300)
+
+    user_input = intro.to(ai_creates_response) | user_enters_query.to(ai_creates_response)
+    ai_extraction = ai_creates_response.to(user_enters_query)
+    over_budget = ai_creates_response.to(spent)
+
+    templates = dict(
+        intro="q_and_a/intro.jinja2",
+        user_enters_query="q_and_a/user_enters_query.jinja2",
+        ai_creates_response="q_and_a/llm/ai_creates_response.jinja2",
+        spent="q_and_a/user_enters_query.jinja2",  # shows the refusal
+    )
+    budget = Budget(max_tokens=BUDGET_TOKENS, on_exceeded="over_budget")
+
+
+class BudgetedModel(GenieModel):
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return BudgetedMachine
+
+
+def budgeted_flow(store: str | None = None) -> GenieFlow:
+    """The ``budgeted`` flow, priced (``genie-graph --flow tests.test_playground:budgeted_flow serve``)."""
+    flow = GenieFlow(template_root=PROMPTS, store=store or "memory://", prices=PRICES)
+    flow.register_model("budgeted", BudgetedModel)
+    return flow
+
+
+@pytest.fixture(scope="module")
+def budgeted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The ``budgeted`` flow with its LLM state on a local OpenAI-compatible server: usage is counted and priced."""
+    base_url, stop = start_openai_server()
+    place = tmp_path_factory.mktemp("playground-budgeted")
+    api = ApiServer(
+        place / "serve.log",
+        "memory://",
+        env={"GENIE_GRAPH_OPENAI_BASE_URL": base_url},
+        flow="tests.test_playground:budgeted_flow",
+    ).start()
+    yield Served(api, "budgeted")
     api.stop()
     stop()
 
@@ -225,6 +283,78 @@ def _model(served: Served, model_key: str, session_id: str) -> dict[str, Any]:
         answer = client.get(f"/{model_key}/model/{session_id}")
         assert answer.status_code == 200, answer.text
         return json.loads(answer.json()["response"])  # type: ignore[no-any-return]
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)  # a count as shown, without the locale's grouping
+
+
+def expect_ledger(pg: Playground, served: Served, model_key: str, session_id: str) -> tuple[Any, Any]:
+    """The usage and history panels show what the usage and history routes answer; answers those bodies."""
+    with served.client() as client:
+        usage_answer = client.get(f"/{model_key}/usage/{session_id}")
+        history_answer = client.get(f"/{model_key}/history/{session_id}")
+    assert usage_answer.status_code == 200, usage_answer.text
+    assert history_answer.status_code == 200, history_answer.text
+    usage, history = usage_answer.json(), history_answer.json()
+    page = pg.page
+    expect(page.get_by_test_id("usage")).to_have_attribute("data-session", session_id)
+    total = usage["usage"]["total"]
+    figures = page.get_by_test_id("usage-total")
+    for name in ("calls", "input_tokens", "output_tokens"):  # waits for the refresh after the turn
+        figure = figures.and_(page.locator(f'[data-figure="{name}"]'))
+        expect(figure).to_have_attribute("data-value", str(total[name]))
+        assert _digits(figure.locator(".usage-value").inner_text()) == str(total[name])
+    cost = figures.and_(page.locator('[data-figure="cost"]'))
+    assert float(cost.get_attribute("data-value") or "nan") == pytest.approx(total["cost"])
+    if total["cost"]:
+        assert _digits(cost.inner_text()).strip("0")  # a tiny cost shows its digits, not $0.00
+
+    for group in ("by_state", "by_template", "by_model"):
+        rows = page.locator(f'[data-testid="usage-row"][data-group="{group}"]')
+        shown = {
+            row.get_attribute("data-name"): {
+                cell.get_attribute("data-figure"): float(cell.get_attribute("data-value") or "nan")
+                for cell in row.locator("td").all()
+            }
+            for row in rows.all()
+        }
+        expected = {
+            name: {key: float(value) for key, value in totals.items() if key != "total_tokens"}
+            for name, totals in usage["usage"][group].items()
+        }
+        assert shown == expected, group
+
+    budget = usage["budget"]
+    box = page.get_by_test_id("budget")
+    expect(box).to_have_attribute("data-exceeded", str(budget["exceeded"]).lower())
+    meter = box.locator('[data-testid="budget-meter"][data-limit="tokens"]')
+    expect(meter).to_have_attribute("data-used", str(total["total_tokens"]))
+    expect(meter).to_have_attribute("data-max", str(budget["max_tokens"]))
+    expect(meter).to_have_attribute("data-remaining", str(budget["remaining_tokens"]))
+    assert _digits(meter.locator(".meter-left").inner_text()) == str(budget["remaining_tokens"])
+    if budget["exceeded"]:
+        expect(page.get_by_test_id("budget-status")).to_have_text("spent")
+        expect(page.get_by_test_id("budget-reason")).to_contain_text(budget["reason"])
+        expect(page.get_by_test_id("budget-reason")).to_contain_text(budget["on_exceeded"])
+    else:
+        expect(page.get_by_test_id("budget-reason")).to_have_count(0)
+
+    entries = history["entries"]
+    listed = page.get_by_test_id("history-entry")
+    expect(listed).to_have_count(len(entries))
+    assert [item.get_attribute("data-kind") for item in listed.all()] == [entry["kind"] for entry in entries]
+    assert [item.get_attribute("data-state") for item in listed.all()] == [entry["state"] for entry in entries]
+    for item, entry in zip(listed.all(), entries, strict=True):
+        if entry["kind"] == "event":
+            expect(item).to_contain_text(f"{entry['event']} {entry['state']} → {entry['target']}")
+        if entry["kind"] == "invoker_run":
+            expect(item.get_by_test_id("history-kind")).to_have_text(f"run {entry['outcome']}")
+            expect(item.get_by_test_id("history-duration")).to_have_text(re.compile(r"^\d+(\.\d+)? m?s$"))
+        if entry["error"]:
+            expect(item.get_by_test_id("history-error")).to_have_text(entry["error"])
+    expect(page.get_by_test_id("history-count")).to_have_text(f"{len(entries)} of {history['limit']} kept")
+    return usage, history
 
 
 # ---- in the browser ----------------------------------------------------------------------
@@ -421,6 +551,99 @@ def test_tokens_stream_progress_shows_busy_and_invoker_errors(streaming: Served,
     pg.check()
 
 
+def test_usage_and_history_follow_the_session(budgeted: Served, playground: Any) -> None:
+    """After every turn the usage panel shows the usage route's figures and budget, the history panel its entries."""
+    pg: Playground = playground(budgeted)
+    session_id = pg.start("budgeted")
+    usage, history = expect_ledger(pg, budgeted, "budgeted", session_id)
+    assert usage["usage"]["total"]["calls"] == 0 and [entry["kind"] for entry in history["entries"]] == [
+        "state_entered"
+    ]
+    expect(pg.page.get_by_test_id("usage")).to_contain_text("No invoker call yet.")
+
+    pg.say("What is a state machine?")
+    pg.wait_idle()
+    pg.expect_state("user_enters_query")
+    usage, history = expect_ledger(pg, budgeted, "budgeted", session_id)
+    total = usage["usage"]["total"]
+    assert total["calls"] == 1 and 0 < total["total_tokens"] < BUDGET_TOKENS and total["cost"] > 0
+    assert not usage["budget"]["exceeded"]
+    assert list(usage["usage"]["by_model"]) == ["gpt-4o-mini"]
+    assert "invoker_run" in [entry["kind"] for entry in history["entries"]]
+
+    pg.say(" ".join(["word"] * BUDGET_TOKENS))  # runs, as the budget is not spent yet, and overshoots it
+    pg.wait_idle()
+    usage, _ = expect_ledger(pg, budgeted, "budgeted", session_id)
+    assert usage["budget"]["exceeded"] and usage["budget"]["remaining_tokens"] == 0
+
+    pg.say("One more question?")  # refused: over_budget takes the session to its final state
+    pg.wait_idle()
+    pg.expect_state("spent")
+    _, history = expect_ledger(pg, budgeted, "budgeted", session_id)
+    kinds = [entry["kind"] for entry in history["entries"]]
+    assert kinds[-3:] == ["budget_refused", "invoker_run", "event"], kinds
+    refused = pg.page.locator('[data-testid="history-entry"][data-kind="budget_refused"]')
+    expect(refused.get_by_test_id("history-kind")).to_have_text("over budget")
+    expect(pg.page.locator('[data-testid="history-entry"][data-outcome="failed"]')).to_have_count(1)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.page.set_viewport_size({"width": 1440, "height": 1100})
+    pg.page.get_by_test_id("usage").evaluate("panel => panel.closest('.card').scrollIntoView({block: 'start'})")
+    pg.page.screenshot(path=str(ARTIFACTS / "playground-usage.png"))
+    pg.check()
+
+
+def test_a_refused_ledger_read_and_every_history_kind(budgeted: Served, playground: Any) -> None:
+    """A usage read the server refuses shows in its panel as the conversation shows errors; each history kind reads."""
+    pg: Playground = playground(budgeted)
+    unavailable = {"error": "store_unavailable", "detail": "the store cannot be reached"}
+    pg.page.route(
+        re.compile(r".*/budgeted/usage/.*"),
+        lambda route: route.fulfill(status=503, json=unavailable, headers={"Retry-After": "1"}),
+    )
+    at = "2026-01-02T03:04:05.678901Z"
+    every_kind = [
+        {"kind": "state_entered", "state": "intro"},
+        {"kind": "event", "state": "intro", "event": "user_input", "target": "ai_creates_response"},
+        {
+            "kind": "invoker_failure",
+            "state": "ai_creates_response",
+            "template": "llm/a.jinja2",
+            "attempt": 2,
+            "error": "APIError: HTTP 500",
+        },
+        {
+            "kind": "invoker_run",
+            "state": "ai_creates_response",
+            "outcome": "failed",
+            "duration_ms": 1234.5,
+            "error": "APIError: HTTP 500",
+        },
+        {"kind": "budget_refused", "state": "ai_creates_response", "error": "the session used 9 tokens of 5"},
+        {"kind": "migrated", "detail": {"from": "1", "to": "2"}},
+    ]
+    fields = ("state", "event", "target", "template", "outcome", "duration_ms", "attempt", "error", "detail")
+    entries = [{"at": at, **dict.fromkeys(fields), **entry} for entry in every_kind]
+    pg.page.route(
+        re.compile(r".*/budgeted/history/.*"),
+        lambda route: route.fulfill(json={"session_id": "x", "entries": entries, "limit": 200}),
+    )
+    pg.start("budgeted")
+    refused = pg.page.get_by_test_id("usage-error")
+    expect(refused).to_have_attribute("data-error", "store_unavailable")
+    expect(refused).to_contain_text("store_unavailable (HTTP 503)")
+    expect(refused).to_contain_text("the store cannot be reached")
+    expect(pg.page.get_by_test_id("history-kind")).to_have_text(
+        ["entered", "event", "call failed", "run failed", "over budget", "migrated"]
+    )
+    listed = pg.page.get_by_test_id("history-entry")
+    expect(listed.nth(2)).to_contain_text("llm/a.jinja2 · attempt 2")
+    expect(listed.nth(2).get_by_test_id("history-error")).to_have_text("APIError: HTTP 500")
+    expect(listed.nth(3).get_by_test_id("history-duration")).to_have_text("1.23 s")
+    expect(listed.nth(5)).to_contain_text("from 1 to 2")
+    pg.check()
+
+
 def test_api_keys_another_prefix_event_buttons_and_a_final_state(secured: Served, playground: Any) -> None:
     pg: Playground = playground(secured)
     expect(pg.page.get_by_test_id("banner")).to_contain_text("needs an API key")
@@ -545,7 +768,8 @@ def test_the_page_and_its_files_are_served(server: Served) -> None:
     assert '<meta name="genie-graph-api-prefix" content="/v1/ai">' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert httpx.get(server.url + "/playground/").text == page.text
-    for name, media_type in (("app.js", "text/javascript"), ("style.css", "text/css"), ("favicon.svg", "image/svg")):
+    assets = (("app.js", "text/javascript"), ("ledger.js", "text/javascript"), ("style.css", "text/css"))
+    for name, media_type in (*assets, ("favicon.svg", "image/svg")):
         asset = httpx.get(f"{server.url}/playground/{name}")
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(media_type), name
     missing = httpx.get(server.url + "/playground/nope.js")

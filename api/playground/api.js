@@ -101,6 +101,16 @@ export class Client {
     return { model: JSON.parse(answer.response), nextActions: answer.next_actions };
   }
 
+  /** The session's token usage and cost, and its budget (the usage route). */
+  usage(key, sessionId) {
+    return this.json("GET", `/${encodeURIComponent(key)}/usage/${encodeURIComponent(sessionId)}`);
+  }
+
+  /** What happened to the session, oldest first (the history route). */
+  history(key, sessionId) {
+    return this.json("GET", `/${encodeURIComponent(key)}/history/${encodeURIComponent(sessionId)}`);
+  }
+
   userSessions(key, user) {
     return this.json("POST", `/${encodeURIComponent(key)}/user_sessions`, { body: user });
   }

@@ -2,6 +2,7 @@
 
 import { ApiError, Client, POLL, sleep } from "./api.js";
 import { DiagramView } from "./diagram.js";
+import { LedgerView } from "./ledger.js";
 import { ModelView } from "./model-view.js";
 
 const STORAGE_KEY = "genie-graph-playground";
@@ -22,6 +23,7 @@ const els = {
   diagram: $("diagram"), stateDetails: $("state-details"), diagramSource: $("diagram-source"),
   diagramFormat: $("diagram-format"), diagramText: $("diagram-text"), downloadSvg: $("download-svg"),
   model: $("model"), modelClass: $("model-class"), copyModel: $("copy-model"),
+  usage: $("usage"), history: $("history"), historyCount: $("history-count"),
 };
 
 const state = {
@@ -34,6 +36,7 @@ const settings = loadSettings();
 const client = new Client(meta("genie-graph-api-prefix"), () => els.apiKey.value.trim());
 const diagram = new DiagramView(els.diagram, (stateId) => showStateDetails(stateId));
 const modelView = new ModelView(els.model);
+const ledger = new LedgerView(els, client);
 
 // ---- settings kept in this browser ---------------------------------------------------------
 function meta(name) {
@@ -233,6 +236,7 @@ function leaveSession() {
   els.anyEvent.hidden = true;
   els.copyModel.disabled = true;
   modelView.clear();
+  ledger.clear();
   diagram.clearTaken();
   diagram.highlight(null);
   setActions([]);
@@ -397,6 +401,7 @@ function applyModel(model) {
   });
   setCurrentState(state.idByValue.get(JSON.stringify(model.state)) || null);
   updateListedState(state.session, state.stateId);
+  ledger.refresh(state.key, state.session);  // its usage and history, read after every settled turn
 }
 
 function setCurrentState(stateId, running = false) {
