@@ -579,6 +579,11 @@ def test_usage_and_history_follow_the_session(budgeted: Served, playground: Any)
     pg.say("One more question?")  # refused: over_budget takes the session to its final state
     pg.wait_idle()
     pg.expect_state("spent")
+    shown = pg.errors("budget_exceeded")  # the error's own code and message, not its JSON
+    expect(shown).to_contain_text("BudgetExceeded: state 'ai_creates_response' was not run")
+    expect(shown).to_contain_text("(in state ai_creates_response)")
+    expect(shown).to_contain_text("the session has ended")
+    expect(shown).not_to_contain_text('"session_id"')
     _, history = expect_ledger(pg, budgeted, "budgeted", session_id)
     kinds = [entry["kind"] for entry in history["entries"]]
     assert kinds[-3:] == ["budget_refused", "invoker_run", "event"], kinds

@@ -15,6 +15,24 @@ export class ApiError extends Error {
   }
 }
 
+/** The error an answer carries (an invoker failure, a budget refusal...) as an ApiError a person can read. */
+export function sessionError(answer) {
+  let body = null;
+  try {
+    body = JSON.parse(answer.error);
+  } catch {
+    body = null;
+  }
+  const actions = answer.next_actions || [];
+  if (!body || typeof body !== "object") {
+    return new ApiError(200, { error: "invoker_error", detail: String(answer.error), next_actions: actions });
+  }
+  const parts = ["exception", "transition_error", "reason"].filter((key) => body[key]).map((key) => String(body[key]));
+  const where = body.state ? ` (in state ${body.state})` : "";
+  const detail = parts.length ? parts.join("; ") + where : String(answer.error);
+  return new ApiError(200, { error: body.error || "invoker_error", detail, next_actions: actions, raw: answer.error });
+}
+
 function describe(body, status) {
   if (body && typeof body.detail === "string") return body.detail;
   if (body && Array.isArray(body.detail)) {  // FastAPI's own 422: a list of validation errors

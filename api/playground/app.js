@@ -1,6 +1,6 @@
 // The genie-graph playground: chat with a flow through its public HTTP API and watch its state machine move.
 
-import { ApiError, Client, POLL, sleep } from "./api.js";
+import { ApiError, Client, POLL, sessionError, sleep } from "./api.js";
 import { DiagramView } from "./diagram.js";
 import { LedgerView } from "./ledger.js";
 import { ModelView } from "./model-view.js";
@@ -271,7 +271,7 @@ async function startSession(event) {
     enterSession(answer.session_id);
     rememberSession(key, answer.session_id);
     if (answer.response) addMessage("assistant", answer.response);
-    if (answer.error) addError(new ApiError(200, { error: "invoker_error", detail: answer.error }));
+    if (answer.error) addError(sessionError(answer));
     const current = await refreshModel();
     if (current) state.seen = (current.model.dialogue || []).length;
     setActions(answer.next_actions);
@@ -450,7 +450,9 @@ function addError(error) {
   }
   if (body.current_state && body.current_state.id) facts.push(`current state: ${body.current_state.id}`);
   if (error.code === "session_busy") facts.push("following the run in flight…");
-  if (error.code === "invoker_error") facts.push("the session goes on: send another event");
+  if (error.status === 200 && Array.isArray(body.next_actions)) {
+    facts.push(body.next_actions.length ? "the session goes on: send another event" : "the session has ended");
+  }
   if (error.status === 401) facts.push("paste an API key under “API key”");
   if (facts.length) {
     const more = document.createElement("div");
@@ -604,7 +606,7 @@ async function finishTurn(turn, final) {
     }
   }
   if (final.error) {
-    addError(new ApiError(200, { error: "invoker_error", detail: final.error }));
+    addError(sessionError(final));
   } else if (final.response && !shown && !turn.followed) {
     addMessage("assistant", final.response);
   }
