@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from genie_graph.errors import (
     EventFailed,
     EventNotAllowed,
+    FlowVersionUnsupported,
     SessionBusy,
     StoreUnavailable,
     UnknownModelKey,
@@ -76,6 +77,16 @@ def as_api_error(exc: Exception, genie_flow_status_codes: bool = False) -> ApiEr
             received_event=exc.received,
             possible_events=exc.allowed,
         )
+    if isinstance(exc, FlowVersionUnsupported):
+        return ApiError(
+            409,
+            exc.code,
+            str(exc),
+            session_id=exc.session_id,
+            flow_version=exc.version,
+            current_version=exc.current,
+            served_versions=exc.served,
+        )
     if isinstance(exc, StoreUnavailable):
         return ApiError(503, "store_unavailable", str(exc), headers={"Retry-After": "1"}, store=exc.url)
     raise exc
@@ -88,7 +99,16 @@ def install_error_handlers(app: FastAPI, genie_flow_status_codes: bool) -> None:
         error = as_api_error(exc, genie_flow_status_codes)
         return JSONResponse(error.body, status_code=error.status, headers=error.headers)
 
-    handled = (ApiError, UnknownModelKey, UnknownSession, EventNotAllowed, SessionBusy, EventFailed, StoreUnavailable)
+    handled = (
+        ApiError,
+        UnknownModelKey,
+        UnknownSession,
+        EventNotAllowed,
+        SessionBusy,
+        EventFailed,
+        FlowVersionUnsupported,
+        StoreUnavailable,
+    )
     for kind in handled:
         app.add_exception_handler(kind, handle)
 
@@ -100,7 +120,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "API keys are on and the request carries no valid key",
         404: "unknown model key, or unknown (or expired, or another caller's) session",
         409: "the event is not allowed in the current state (`event_not_allowed`), "
-        "or a run is in flight (`session_busy`); the session is unchanged",
+        "or a run is in flight (`session_busy`), or the session started on a flow version this server neither "
+        "serves nor migrates (`flow_version_unsupported`); the session is unchanged",
         413: "`event_input` is larger than the configured limit",
         422: "the body is malformed, or a hook or template of the flow failed on this event (`event_failed`); "
         "the session is unchanged",

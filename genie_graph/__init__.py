@@ -4,13 +4,15 @@ from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, Event
 from ._compiler import build_graph
 from ._declaration import EventData, GenieStateMachine, MapTaskTemplate, NamedQueueTaskTemplate, State
 from ._diagram import Diagram
+from ._failures import FailurePolicy
 from ._flow import POLL, GenieCompat
 from ._history import HistoryEntry, HistoryKind
-from ._invokers import GenieInvoker
+from ._invokers import GenieInvoker, RetryPolicy
 from ._model import DialogueElement, DialogueFormat, GenieModel, SecondaryStore, VersionedModel
 from ._runtime import GenieFlow
 from ._usage import Budget, PriceTable, SessionUsage, UsageTotals, report_usage
 from ._user import User
+from ._versions import Migration, flow_version
 
 __all__ = [
     "POLL",
@@ -19,6 +21,7 @@ __all__ = [
     "AIStatusResponse",
     "Budget",
     "EventInput",
+    "FailurePolicy",
     "GenieFlow",
     "SessionStartRequest",
     "Diagram",
@@ -32,8 +35,10 @@ __all__ = [
     "HistoryEntry",
     "HistoryKind",
     "MapTaskTemplate",
+    "Migration",
     "NamedQueueTaskTemplate",
     "PriceTable",
+    "RetryPolicy",
     "SecondaryStore",
     "SessionUsage",
     "State",
@@ -41,5 +46,6 @@ __all__ = [
     "User",
     "VersionedModel",
     "build_graph",
+    "flow_version",
     "report_usage",
 ]

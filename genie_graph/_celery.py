@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from celery import Celery  # type: ignore[import-untyped]
 
+from . import _tracing
+
 if TYPE_CHECKING:
     from ._runtime import GenieFlow
 
@@ -48,7 +50,8 @@ def celery_app(flow: GenieFlow) -> Celery:
 
         @app.task(name=ADVANCE_TASK, bind=False)  # type: ignore[untyped-decorator]
         def advance(model_key: str, session_id: str, run_id: str, checkpoint_id: str) -> str:
-            outcome = flow._sync(flow._advance(model_key, session_id, run_id, checkpoint_id))
+            with _tracing.continued_from(advance.request):  # the queuing run's trace, if it traces
+                outcome = flow._sync(flow._advance(model_key, session_id, run_id, checkpoint_id))
             logger.info("session %s, run %s: %s", session_id, run_id, outcome)
             return outcome
 
@@ -58,7 +61,8 @@ def celery_app(flow: GenieFlow) -> Celery:
 
 def send_advance(flow: GenieFlow, queue: str, model_key: str, session_id: str, run_id: str, checkpoint_id: str) -> None:
     """Queue the session's pending invoker state on ``queue`` (blocking: call it in a thread)."""
-    celery_app(flow).send_task(ADVANCE_TASK, args=[model_key, session_id, run_id, checkpoint_id], queue=queue)
+    args = [model_key, session_id, run_id, checkpoint_id]
+    celery_app(flow).send_task(ADVANCE_TASK, args=args, queue=queue, headers=_tracing.task_headers())
 
 
 def run_worker(

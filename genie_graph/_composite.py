@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 import jmespath
 
+from . import _tracing
 from ._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTemplate
+from ._failures import OnError, apply_on_error, note_failure, state_override
 from ._invokers import InvokerRegistry
 from ._invokers._base import run_blocking
 from ._templates import TemplateLibrary
@@ -62,15 +64,6 @@ class InvokeOverride(Protocol):
     async def __call__(
         self, template: str, prompt: str, render_data: Mapping[str, Any], invoker: Mapping[str, Any]
     ) -> str | None: ...
-
-
-class OnErrorEvent(Exception):
-    """An invoker failed and its ``on_error: {event, content}`` names the event to send instead."""
-
-    def __init__(self, event: str, content: str) -> None:
-        self.event = event
-        self.content = content
-        super().__init__(f"on_error sends {event!r}")
 
 
 def parse_if_json(value: Any) -> Any:
@@ -279,22 +272,25 @@ class CompositeRunner:
         config = self.library.config_of(name)
         if config.invoker is None:
             return prompt  # a renderer template inside a composite contributes its text
+        override = state_override()  # the running state's own on_failure, over the meta.yaml
         try:
-            with calling_template(name):
+            with calling_template(name), _tracing.invoking(name, config.invoker):
                 if self.invoke_override is not None:
-                    answer = await self.invoke_override(name, prompt, data, config.invoker)
+                    try:
+                        answer = await self.invoke_override(name, prompt, data, config.invoker)
+                    except InvokerError as exc:
+                        note_failure(name, 1, exc, 0.0)
+                        raise
                     if answer is not None:
                         return answer
-                return await self.invokers.pool_for(config.invoker).ainvoke(prompt)
+                return await self.invokers.pool_for(config.invoker).ainvoke(
+                    prompt,
+                    override.retry if override is not None else None,
+                    lambda attempt, error, seconds: note_failure(name, attempt, error, seconds),
+                )
         except InvokerError as exc:
-            on_error = config.invoker.get("on_error")
+            on_error = override.on_error if override is not None and override.on_error is not None else None
+            on_error = on_error or OnError.parse(config.invoker.get("on_error"))
             if on_error is None:
                 raise InvokerError(f"template {name!r}: {exc}") from exc
-            error_data = {**data, "error": str(exc)}
-            if isinstance(on_error, Mapping):
-                event = on_error.get("event")
-                if not isinstance(event, str):
-                    raise InvokerError(f"template {name!r}: on_error mapping needs 'event:'") from exc
-                content = self.library.render_string(str(on_error.get("content", "")), error_data)
-                raise OnErrorEvent(event, content) from exc
-            return self.library.render_string(str(on_error), error_data)
+            return apply_on_error(on_error, self.library, data, exc)

@@ -19,6 +19,7 @@ from ._usage import Budget
 from .errors import FlowDefinitionError
 
 if TYPE_CHECKING:
+    from ._failures import FailurePolicy
     from ._model import GenieModel
     from ._versions import Migration
 
@@ -98,6 +99,8 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
             Without an entry, the first event declared out of that state is sent (Genie Flow's rule).
         budget: optional :class:`~genie_graph.Budget`: what one session may spend on invoker calls;
             or a ``staticmethod`` taking the session's model and returning its Budget (or None).
+        on_failure: optional invoker state id -> :class:`~genie_graph.FailurePolicy` (or its mapping
+            ``{"retry": ..., "on_error": ...}``), replacing those keys of its templates' ``meta.yaml``.
         version: optional version of the flow, recorded by each session it starts (default: a hash of
             the declaration, see :func:`~genie_graph.flow_version`).
         migrations: optional older version -> :class:`~genie_graph.Migration`: how sessions started
@@ -125,6 +128,7 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
     templates: ClassVar[Mapping[str, CompositeTemplate]] = {}
     completion_events: ClassVar[Mapping[str, str]] = {}
     budget: ClassVar[Budget | Callable[[GenieModel], Budget | None] | None] = None
+    on_failure: ClassVar[Mapping[str, FailurePolicy | Mapping[str, Any]]] = {}
     version: ClassVar[str | None] = None
     migrations: ClassVar[Mapping[str, Migration]] = {}
 

@@ -21,8 +21,10 @@ from statemachine.event_data import EventData, TriggerData
 from statemachine.exceptions import InvalidDefinition
 from statemachine.transition import Transition
 
+from . import _tracing
 from ._composite import CompositeRunner
 from ._declaration import CompositeTemplate, GenieStateMachine
+from ._failures import ON_ERROR_EVENT, FlowFailures, compile_failures
 from ._history import HistoryKind
 from ._invokers._base import run_blocking
 from ._model import Actor, DialoguePersistence, GenieModel, StateKind
@@ -129,6 +131,8 @@ class CompiledFlow:
     """source id -> target id -> edge labels (``event [cond]``) of the declared transitions."""
     observers: list[TransitionObserver] = field(default_factory=list)
     """Told which transition each event took (``genie_graph.testing``'s transition coverage)."""
+    failures: FlowFailures = field(default_factory=FlowFailures)
+    """Per-state failure policies (``on_failure``), resume limits and ``on_error`` moves."""
     budget: Budget | Callable[[GenieModel], Budget | None] | None = None
     """The machine's limit on what one session may spend on invoker calls (or a function of the model)."""
 
@@ -270,7 +274,8 @@ class CompiledFlow:
             EventNotAllowed: no transition passes; the model is unchanged.
         """
         machine = self.machine(model)
-        await _run_callbacks(machine, self._send(machine, model, event, event_input))
+        with _tracing.transition(self, model, event, event_input):
+            await _run_callbacks(machine, self._send(machine, model, event, event_input))
 
     async def _send(self, machine: GenieStateMachine, model: GenieModel, event: str, event_input: str) -> None:
         try:
@@ -529,11 +534,14 @@ def compile_flow(
                 fix=f"Known events: {', '.join(events)}",
             )
 
+    failures = compile_failures(name, machine_class, runner, templates, kinds, events_out)
     targets: dict[str, dict[str, list[str]]] = {}
     for state in states:
         per_target = targets.setdefault(state.id, {})
         for transition in state.transitions:  # type: ignore[attr-defined]
             per_target.setdefault(transition.target.id, []).append(_label(transition))
+        for error_state in sorted(failures.error_moves.get(state.id, ())):
+            per_target.setdefault(error_state, []).append(ON_ERROR_EVENT)
 
     flow = CompiledFlow(
         model_class=model_class,
@@ -550,6 +558,7 @@ def compile_flow(
         names={s.id: s.name for s in states},
         targets=targets,
         budget=budget,
+        failures=failures,
     )
     try:  # resolves every cond/unless name and expression, as python-statemachine does per instance
         flow.machine_class(model_class.model_construct(state=by_id[initials[0]].value), listeners=[])

@@ -68,3 +68,4 @@ class HistoryEntry(BaseModel):
     attempt: int | None = None
     error: str | None = None
     detail: dict[str, Any] | None = None
+

@@ -24,10 +24,21 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema, to_json
 
+from genie_graph import _packing
 from genie_graph._history import HistoryEntry, HistoryKind
 from genie_graph._usage import SessionUsage
 from genie_graph.errors import SchemaUpgradeError, SecondaryStorageError, SerializationError
@@ -571,6 +582,18 @@ class GenieModel(VersionedModel):
     history_limit: ClassVar[int] = 200
     """How many history entries a session keeps; the oldest are dropped beyond it."""
 
+    @field_validator(*_packing.PACKED_FIELDS, mode="before")
+    @classmethod
+    def _unpack(cls, value: Any) -> Any:
+        return _packing.unpack(value)
+
+    @field_serializer(*_packing.PACKED_FIELDS, mode="wrap")
+    def _pack(self, value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        items = handler(value)
+        if isinstance(info.context, dict) and info.context.get(_packing.CHANNEL_CONTEXT) and info.mode_is_json():
+            return _packing.pack(items)
+        return items
+
     @classmethod
     def get_state_machine_class(cls) -> type[StateMachine]:
         """The state machine class that drives this model.
@@ -676,7 +699,7 @@ class GenieModel(VersionedModel):
     def render_data(self) -> dict[str, Any]:
         """Everything a template can use.
 
-        All fields (full dumps, also of subclass values), with ``secondary_storage`` as
+        All fields but ``history`` (full dumps, also of subclass values), with ``secondary_storage`` as
         ``{key: full dump of the value}``, plus:
 
         * ``parsed_actor_input``: see :attr:`parsed_actor_input`;
@@ -691,7 +714,9 @@ class GenieModel(VersionedModel):
         Returns:
             A fresh dict.
         """
-        data = self.model_dump(serialize_as_any=True, exclude={"secondary_storage"})
+        # The history is left out: templates see what they need of it as last_user_message and the like,
+        # and dumping up to history_limit entries for every render would cost every turn.
+        data = self.model_dump(serialize_as_any=True, exclude={"secondary_storage", "history"})
         data["secondary_storage"] = {
             key: value.model_dump(serialize_as_any=True) for key, value in self.secondary_storage._values.items()
         }

@@ -29,12 +29,24 @@ from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END
 from langgraph.types import Command, interrupt
 
-from ._composite import NO_PROGRESS, OnErrorEvent, ProgressSink
+from . import _tracing
+from ._composite import NO_PROGRESS, ProgressSink
+from ._failures import (
+    OnErrorEvent,
+    OnErrorState,
+    apply_on_error,
+    count_start,
+    failure_scope,
+    move_to_error_state,
+    record_cut_offs,
+    state_on_error,
+)
 from ._flow import CompiledFlow
 from ._history import HistoryKind
 from ._model import GenieModel, StateKind
+from ._packing import CHANNEL_CONTEXT, packing
 from ._usage import collecting_usage
-from .errors import BudgetExceeded, EventNotAllowed
+from .errors import BudgetExceeded, EventNotAllowed, RunCutOff
 
 logger = logging.getLogger("genie_graph")
 
@@ -82,6 +94,9 @@ current_report: contextvars.ContextVar[EventReport | None] = contextvars.Context
 """Set by the session runtime around a resumed run, to learn at once where the event went."""
 
 
+_PACKED = {CHANNEL_CONTEXT: True}
+
+
 def as_json(model: GenieModel) -> dict[str, Any]:
     """The model's fields as JSON data: what the graph's channels hold.
 
@@ -89,7 +104,8 @@ def as_json(model: GenieModel) -> dict[str, Any]:
     allow-list, and LangGraph validates them back into the model for the next node (a fresh
     object each time, which a node may therefore change in place).
     """
-    return model.model_dump(mode="json", include=set(type(model).model_fields))
+    context = _PACKED if packing.get() else None
+    return model.model_dump(mode="json", include=set(type(model).model_fields), context=context)
 
 
 def changed_fields(before: Mapping[str, Any], after: GenieModel) -> dict[str, Any]:
@@ -241,19 +257,31 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
         if is_initial and model.state is None:
             _name_session(model, config)
             await flow.enter_initial_state(model, record_intro=False)
-        entered = as_json(model) if model.state is not None and before.get("state") is None else before
         template = flow.templates[state_id]
         progress = current_progress.get()
         progress.begin(state_id, flow.runner.count(template) + 1)
         event = flow.completion_event[state_id]
         failure: Exception | None = None
+        handled: Exception | None = None  # a failure its on_error turned into an event or a move
+        error_state: str | None = None
+        starts = await count_start(model.session_id, state_id, config)
         started = time.perf_counter()
-        with collecting_usage() as usage:
+        override = flow.failures.overrides.get(state_id)
+        with collecting_usage() as usage, failure_scope(override) as failed_calls:
             try:
                 flow.check_budget(model, state_id)
-                output = await flow.runner.run(template, lambda: flow.render_data(model), progress)
+                if starts > flow.failures.resumes_of(state_id) + 1:  # its process died each time: fail cleanly
+                    cut_off = RunCutOff(state_id, starts - 1)
+                    on_error = state_on_error(flow.runner, template, override)
+                    if on_error is None:
+                        raise cut_off
+                    output = apply_on_error(on_error, flow.runner.library, flow.render_data(model), cut_off)
+                else:
+                    output = await flow.runner.run(template, lambda: flow.render_data(model), progress)
             except OnErrorEvent as routed:
-                event, output = routed.event, routed.content
+                handled, event, output = routed, routed.event, routed.content
+            except OnErrorState as moved:
+                handled, error_state, output = moved, moved.state, moved.message
             except BudgetExceeded as refused:
                 logger.warning("invoker state %s of session %s not run: %s", state_id, model.session_id, refused)
                 failure, output = refused, str(refused)
@@ -263,23 +291,40 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
                 logger.warning("invoker state %s of session %s failed: %s", state_id, model.session_id, exc)
                 failure, output = exc, ""
         flow.add_usage(model, state_id, usage.calls)
-        model.record_history(
-            HistoryKind.INVOKER_RUN,
-            state=state_id,
-            outcome="ok" if failure is None else "failed",
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            error=None if failure is None else f"{type(failure).__name__}: {failure}",
-        )
+        record_cut_offs(model, state_id, starts)
+        for call in failed_calls:
+            model.record_history(
+                HistoryKind.INVOKER_FAILURE,
+                state=state_id,
+                template=call.template,
+                attempt=call.attempt,
+                error=call.error,
+                duration_ms=call.duration_ms,
+            )
+        failed = failure or (handled.__cause__ if handled is not None else None)
+        if not isinstance(failure, BudgetExceeded):  # a refused run did not run: its budget_refused entry says so
+            model.record_history(
+                HistoryKind.INVOKER_RUN,
+                state=state_id,
+                outcome="ok" if failed is None else "failed",
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                error=None if failed is None else f"{type(failed).__name__}: {failed}",
+                detail=None if handled is None else {"on_error": error_state or event},
+            )
+        settled = as_json(model)  # what the run left, history and usage included, before the transition
         # As Genie Flow does, the completion event is sent also after a failure (with ""), so a
         # front end finds the session where it expects it. Should that transition fail too
         # (no condition passes, a hook raises), the state waits for an event sent by hand.
         stuck: Exception | None = None
         try:
-            await flow.send(model, event, output)
+            if error_state is not None:
+                await move_to_error_state(flow, model, state_id, error_state, output)
+            else:
+                await flow.send(model, event, output)
         except Exception as exc:
             logger.warning("completion event %s of state %s failed: %s", event, state_id, exc)
             stuck = exc
-            model = type(model).model_validate(entered)
+            model = type(model).model_validate(settled)
         progress.add_done()
         if failure is None and stuck is None:
             return Command(update=changed_fields(before, model), goto=_goto(flow, model))
@@ -303,6 +348,8 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
         afunc = invoker_node
     else:
         afunc = user_node
+
+    afunc = _tracing.traced_node(afunc, flow, state_id)
 
     def func(state: GenieModel, config: RunnableConfig) -> Command[Any]:
         return _run_blocking(afunc, state, config)  # type: ignore[no-any-return]

@@ -59,6 +59,19 @@ EXPIRY_GRACE_SECONDS = 60
 """Checkpoint keys outlive the session record by this much, so a session is gone before its parts."""
 
 
+_COUNT_START = """
+local starts = 1
+if redis.call('HGET', KEYS[1], 'step') == ARGV[1] then
+    starts = tonumber(redis.call('HGET', KEYS[1], 'starts')) + 1
+end
+redis.call('HSET', KEYS[1], 'step', ARGV[1], 'starts', starts)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return starts
+"""
+_STARTS_TTL_SECONDS = 7 * 24 * 3600
+"""How long a session's count of run starts is kept without a new start."""
+
+
 def _max_connections() -> int:
     value = os.environ.get("GENIE_GRAPH_REDIS_MAX_CONNECTIONS", "").strip()
     return int(value) if value else DEFAULT_MAX_CONNECTIONS
@@ -154,6 +167,7 @@ class RedisStore(Store):
     scheme = "redis"
     saver: AsyncRedisSaver
     shared = True
+    packs_channels = True  # the saver keeps channel values as RedisJSON nodes, uncompressed
 
     def __init__(self, url: str, saver: AsyncRedisSaver, client: Redis) -> None:
         super().__init__(url, saver)
@@ -323,7 +337,7 @@ class RedisStore(Store):
 
     @staticmethod
     def _run_keys(session_id: str) -> list[str]:
-        return [f"genie:{part}:{session_id}" for part in ("lock", "run", "step", "progress", "error")]
+        return [f"genie:{part}:{session_id}" for part in ("lock", "run", "step", "progress", "error", "starts")]
 
     async def add_session(self, record: SessionRecord) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -442,6 +456,11 @@ class RedisStore(Store):
 
     async def forget_run(self, session_id: str) -> None:
         await self.client.zrem(_RUNS, session_id)
+
+    async def count_start(self, session_id: str, step: str) -> int:
+        """Count a start of ``step`` in the session's hash ``genie:starts:<id>`` (one atomic script)."""
+        starts = await self.client.eval(_COUNT_START, 1, f"genie:starts:{session_id}", step, _STARTS_TTL_SECONDS)
+        return int(starts)
 
     def _step(self, session_id: str, seconds: float, token: str) -> Lock:
         step = Lock(self.client, f"genie:step:{session_id}", timeout=seconds, thread_local=False)

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -26,26 +26,39 @@ from typing import Any, NamedTuple, TypeVar
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, Interrupt, StateSnapshot, StreamMode
+from opentelemetry.trace import TracerProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from ulid import ULID
 
+from . import _tracing
 from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, EventInput
 from ._compiler import graph_of
 from ._composite import CompositeRunner
 from ._declaration import NamedQueueTaskTemplate
 from ._diagram import Diagram
+from ._failures import current_run_starts
 from ._flow import POLL, CompiledFlow, GenieCompat, compile_flow
 from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
 from ._model import GenieModel, StateKind, reachable_types
 from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
+from ._packing import packing_channels
 from ._stores import FeedItem, SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
 from ._usage import PriceTable
 from ._user import User
+from ._versions import (
+    Migration,
+    VersionContext,
+    load_other_version,
+    migration_command,
+    register_versions,
+    write_migration,
+)
 from .errors import (
     EventFailed,
     EventNotAllowed,
+    FlowVersionUnsupported,
     GenieGraphError,
     SessionBusy,
     StoreUnavailable,
@@ -122,6 +135,8 @@ class _Run:
     error: str | None = None
     run_id: str = field(default_factory=lambda: str(ULID()))
     model_key: str = ""
+    version: str | None = None
+    """The flow version of the session (an older one kept serving it, or the current one)."""
     values: dict[str, Any] | None = None
     """The graph's state where the run stopped (from its stream): the answer needs no second read."""
     stopped: StateSnapshot | None = None
@@ -202,12 +217,12 @@ class _LoopThread:
                 "a synchronous GenieFlow method was called from its own event loop (a hook or "
                 "invoker?); use the async twin (prefixed 'a') there"
             )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(_tracing.carry(coro), self.loop).result()
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._on_loop():
             return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_tracing.carry(coro), self.loop))
 
     def _on_loop(self) -> bool:
         try:
@@ -274,6 +289,16 @@ def _close_at_exit(reference: weakref.ref[GenieFlow]) -> None:
 class _Registered:
     flow: CompiledFlow
     graph: CompiledStateGraph[Any] | None = None
+    version: str = ""
+    """The flow version new sessions start on (see ``_versions``)."""
+    previous: dict[str, _Registered] = field(default_factory=dict)
+    """Older versions still served, each on its own graph, by version."""
+    migrations: dict[str, Migration] = field(default_factory=dict)
+    """Older versions whose sessions are migrated on load, by version."""
+
+    def serving(self, version: str | None) -> _Registered:
+        """The registration serving sessions of ``version``: an older one kept, else this one."""
+        return self.previous.get(version, self) if version is not None and self.previous else self
 
 
 class GenieFlow:
@@ -303,6 +328,11 @@ class GenieFlow:
         compat: Genie Flow behaviours to keep (see ``GenieCompat``).
         prices: the price table of LLM calls (a ``PriceTable``, its mapping, or a YAML file);
             default ``$GENIE_GRAPH_PRICES``, else every call costs 0 (tokens are still counted).
+        tracing: OpenTelemetry spans for events, runs, states, transitions, renders and invoker
+            calls, sent to the global ``TracerProvider`` (or to the one given); default
+            ``$GENIE_GRAPH_TRACING``, else off.
+        trace_content: put user text (event inputs, rendered templates, error messages) on
+            spans; default ``$GENIE_GRAPH_TRACE_CONTENT``, else off.
 
     Example:
         >>> flow = GenieFlow(template_root="prompts", store="memory://")  # doctest: +SKIP
@@ -327,6 +357,8 @@ class GenieFlow:
         dispatch_timeout_seconds: float = 300.0,
         compat: GenieCompat | None = None,
         prices: PriceTable | Mapping[str, Any] | str | Path | None = None,
+        tracing: bool | TracerProvider | None = None,
+        trace_content: bool | None = None,
     ) -> None:
         if keep_checkpoints < 1:
             raise ValueError(
@@ -347,6 +379,7 @@ class GenieFlow:
         self.keep_checkpoints = keep_checkpoints
         self._library = TemplateLibrary(template_root, strict_undefined=not self.compat.lenient_undefined)
         price_table = PriceTable.parse(prices or os.environ.get("GENIE_GRAPH_PRICES") or None)
+        self._tracing_settings = _tracing.configure(tracing, trace_content)
         self._runner = CompositeRunner(self._library, InvokerRegistry(pool_size), prices=price_table)
         self._registered: dict[str, _Registered] = {}
         self._loop: _LoopThread | None = None
@@ -407,11 +440,24 @@ class GenieFlow:
         """Map Genie Flow template names ``prefix/...`` to a directory anywhere on disk."""
         self._library.register_template_directory(prefix, directory)
 
-    def register_model(self, model_key: str, model_class: type[GenieModel]) -> None:
+    def register_model(
+        self, model_key: str, model_class: type[GenieModel], *, previous: Sequence[type[GenieModel]] = ()
+    ) -> None:
         """Validate a flow and serve it under ``model_key``.
 
+        New sessions start on this flow's version (see :func:`~genie_graph.flow_version`). Sessions
+        started on an older version are migrated when the machine declares ``migrations`` for it,
+        or keep running on their own version when its model is given in ``previous``.
+
+        Args:
+            model_key: the key clients use.
+            model_class: the flow's model; its machine is the current version.
+            previous: models of older versions of this flow whose sessions keep being served on their
+                own version until they end (their templates must still exist).
+
         Raises:
-            FlowDefinitionError, TemplateError: the flow is declared wrongly.
+            FlowDefinitionError, TemplateError: the flow (or an older version) is declared wrongly, or
+                two versions share a version string.
             ValueError: the key is taken by another model class.
         """
         known = self._registered.get(model_key)
@@ -420,12 +466,37 @@ class GenieFlow:
                 f"model key {model_key!r} is already registered for {known.flow.model_class.__qualname__}; "
                 "choose another key"
             )
-        self._registered[model_key] = _Registered(compile_flow(model_class, self._runner, self.compat))
+        flow = compile_flow(model_class, self._runner, self.compat)
+        older = [compile_flow(old, self._runner, self.compat) for old in previous]
+        version, versions, migrations = register_versions(flow, older)
+        self._registered[model_key] = _Registered(
+            flow,
+            version=version,
+            previous={old_version: _Registered(old, version=old_version) for old_version, old in versions.items()},
+            migrations=migrations,
+        )
         if self._store is not None:
             self._store.allow_types(self._allowed_types())
 
     def _allowed_types(self) -> set[tuple[str, str]]:
-        return reachable_types(registered.flow.model_class for registered in self._registered.values())
+        return reachable_types(
+            served.flow.model_class
+            for registered in self._registered.values()
+            for served in (registered, *registered.previous.values())
+        )
+
+    def flow_versions(self, model_key: str) -> dict[str, str]:
+        """The flow versions ``model_key`` can load, each with how: ``current``, ``served`` or ``migrated``.
+
+        Raises:
+            UnknownModelKey: nothing is registered under ``model_key``.
+        """
+        self.flow_of(model_key)
+        registered = self._registered[model_key]
+        versions = {registered.version: "current"}
+        versions.update({version: "served" for version in registered.previous})
+        versions.update({version: "migrated" for version in registered.migrations if version not in versions})
+        return versions
 
     @property
     def model_keys(self) -> list[str]:
@@ -481,10 +552,12 @@ class GenieFlow:
                     self._store = await open_store(self._store_url, self._allowed_types())
         return self._store
 
-    async def _graph(self, model_key: str) -> CompiledStateGraph[Any]:
+    async def _graph(self, model_key: str, version: str | None = None) -> CompiledStateGraph[Any]:
+        """The graph of ``model_key``; of an older version kept serving its sessions when ``version`` names one."""
         registered = self._registered.get(model_key)
         if registered is None:
             raise UnknownModelKey(model_key, self.model_keys)
+        registered = registered.serving(version)
         if registered.graph is None:
             store = await self._open_store()
             if registered.graph is None:
@@ -522,8 +595,31 @@ class GenieFlow:
         metadata = snapshot.metadata or {}
         if not snapshot.values or metadata.get(_MODEL_KEY, model_key) != model_key:
             raise UnknownSession(model_key, session_id)
-        flow = self._registered[model_key].flow
-        return snapshot, flow.model_class.model_validate(snapshot.values)
+        registered = self._registered[model_key]
+        stored = snapshot.values.get("flow_version")
+        if stored is not None and stored != registered.version:  # started on another version of the flow
+            return await self._load_other_version(model_key, session_id, stored)
+        return snapshot, registered.flow.model_class.model_validate(snapshot.values)
+
+    async def _load_other_version(
+        self, model_key: str, session_id: str, stored: str
+    ) -> tuple[StateSnapshot, GenieModel]:
+        registered = self._registered[model_key]
+        context = VersionContext(
+            model_key,
+            session_id,
+            registered.flow,
+            registered.version,
+            {version: served.flow for version, served in registered.previous.items()},
+            registered.migrations,
+        )
+        return await load_other_version(
+            context, stored, lambda version: self._graph(model_key, version), self._config(model_key, session_id)
+        )
+
+    def _flow_for(self, model_key: str, model: GenieModel) -> CompiledFlow:
+        """The flow serving a session: an older version kept for it, or the current one."""
+        return self._registered[model_key].serving(model.flow_version).flow
 
     def _forget_finished_run(self, session_id: str) -> _Run | None:
         """Remove and return the session's run if it has finished; a live run stays registered."""
@@ -574,6 +670,7 @@ class GenieFlow:
         *,
         run_id: str | None = None,
         step_token: str | None = None,
+        version: str | None = None,
     ) -> _Run | None:
         """Run the session's graph in the background until it waits for the user again.
 
@@ -584,11 +681,12 @@ class GenieFlow:
         On a shared store the run first takes the session's run lease (None if another run
         holds it) and beats while it works. With the Celery runner, a run here stops before an
         invoker state and queues it for a worker; a worker's run (``step_token`` set) does one
-        invoker state and queues the next.
+        invoker state and queues the next. ``version``: the session's flow version (an older one
+        kept serving it runs on its own graph).
         """
         store = await self._open_store()
-        flow = self._registered[model_key].flow
-        run = _Run(run_id=run_id or str(ULID()), model_key=model_key)
+        flow = self._registered[model_key].serving(version).flow
+        run = _Run(run_id=run_id or str(ULID()), model_key=model_key, version=version)
         if store.shared and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
             return None
         feed = _FeedWriter(store, session_id)
@@ -611,6 +709,7 @@ class GenieFlow:
         async def execute() -> None:
             progress_token = current_progress.set(run.progress)
             report_token = current_report.set(report)
+            starts_token = current_run_starts.set(store)  # counts cut-off runs, to stop resuming a poison run
             heartbeat = (
                 asyncio.create_task(self._heartbeat(store, session_id, run.run_id, step_token))
                 if store.shared
@@ -619,7 +718,7 @@ class GenieFlow:
             config = self._config(model_key, session_id)
             undo = False
             try:
-                graph = await self._graph(model_key)
+                graph = await self._graph(model_key, version)
                 if step_token is not None:
                     run.values, run.stopped = await self._work_one_invoker_state(graph, flow, config, feed)
                 else:
@@ -635,6 +734,7 @@ class GenieFlow:
             finally:
                 current_progress.reset(progress_token)
                 current_report.reset(report_token)
+                current_run_starts.reset(starts_token)
                 if heartbeat is not None:
                     heartbeat.cancel()
                 if writes:  # progress written before the run ends, and no write left behind when the loop stops
@@ -650,7 +750,8 @@ class GenieFlow:
                         report.settle()
 
         self._runs[session_id] = run
-        run.task = asyncio.get_running_loop().create_task(execute())
+        traced = _tracing.traced_run(self._tracing_settings, execute(), model_key, session_id, run)
+        run.task = asyncio.get_running_loop().create_task(traced)
         return run
 
     async def _after_run(self, model_key: str, session_id: str, run: _Run, undo: bool, mark: StoreMark | None) -> bool:
@@ -665,8 +766,8 @@ class GenieFlow:
             else:
                 await self._settle(session_id)
             if self.runner == "celery" and not undo and run.error is None:
-                flow = self._registered[model_key].flow
-                snapshot = run.stopped or await (await self._graph(model_key)).aget_state(
+                flow = self._registered[model_key].serving(run.version).flow
+                snapshot = run.stopped or await (await self._graph(model_key, run.version)).aget_state(
                     self._config(model_key, session_id)
                 )
                 if self._interrupted_run(flow, snapshot):
@@ -702,22 +803,23 @@ class GenieFlow:
         values: dict[str, Any] | None = None
         checkpoint: dict[str, Any] | None = None
         interrupts: tuple[Interrupt, ...] = ()
-        async for mode, chunk in stream:
-            if mode == "values":
-                values = chunk
-            elif mode == "checkpoints":
-                checkpoint = chunk
-            elif mode == "messages":
-                message, metadata = chunk
-                text = getattr(message, "content", None)
-                if isinstance(text, str) and text:
-                    feed.put("token", {"state": metadata.get("langgraph_node"), "text": text})
-            else:
-                interrupts += tuple(chunk.get(_INTERRUPT, ()))
-                for update in chunk.values():
-                    state_id = flow.id_by_value.get(update.get("state")) if isinstance(update, dict) else None
-                    if state_id is not None:
-                        feed.put("state", _state_item(flow, state_id))
+        with packing_channels(store.packs_channels):  # the run's node tasks inherit it
+            async for mode, chunk in stream:
+                if mode == "values":
+                    values = chunk
+                elif mode == "checkpoints":
+                    checkpoint = chunk
+                elif mode == "messages":
+                    message, metadata = chunk
+                    text = getattr(message, "content", None)
+                    if isinstance(text, str) and text:
+                        feed.put("token", {"state": metadata.get("langgraph_node"), "text": text})
+                else:
+                    interrupts += tuple(chunk.get(_INTERRUPT, ()))
+                    for update in chunk.values():
+                        state_id = flow.id_by_value.get(update.get("state")) if isinstance(update, dict) else None
+                        if state_id is not None:
+                            feed.put("state", _state_item(flow, state_id))
         if values is not None:
             values = {key: value for key, value in values.items() if key != _INTERRUPT}
         snapshot = None
@@ -754,7 +856,7 @@ class GenieFlow:
         from ._celery import send_advance
 
         store = await self._open_store()
-        flow = self._registered[model_key].flow
+        flow = self._registered[model_key].serving(snapshot.values.get("flow_version")).flow
         state_id = snapshot.next[0]
         checkpoint_id = snapshot.config["configurable"]["checkpoint_id"]
         await store.claim_run(session_id, run_id, self.dispatch_timeout_seconds)
@@ -766,6 +868,7 @@ class GenieFlow:
             await store.end_run(session_id, run_id)  # the next poll queues it again
             raise StoreUnavailable(self.broker_url, exc) from exc
 
+    @_tracing.traced_advance
     async def _advance(self, model_key: str, session_id: str, run_id: str, checkpoint_id: str) -> str:
         """A Celery worker's task: work the session's pending invoker state queued as ``run_id``.
 
@@ -783,15 +886,21 @@ class GenieFlow:
                 return "busy"
             flow = self._registered[model_key].flow
             try:
-                snapshot, _model = await self._snapshot(model_key, session_id)
-            except UnknownSession:
+                snapshot, model = await self._snapshot(model_key, session_id)
+                flow = self._flow_for(model_key, model)
+            except (UnknownSession, FlowVersionUnsupported):
                 snapshot = None
             if snapshot is None or not self._interrupted_run(flow, snapshot):
                 await store.end_run(session_id, run_id)
                 return "stale"
             if owned and snapshot.config["configurable"]["checkpoint_id"] != checkpoint_id:
                 return "stale"  # queued again by the run that owns the lease: that task does the work
-            run = await self._start_run(model_key, session_id, None, run_id=run_id, step_token=step_token)
+            # work queued by a process of an older version: the session's migration is written first
+            config = self._config(model_key, session_id)
+            snapshot = await write_migration(await self._graph(model_key), config, snapshot)
+            run = await self._start_run(
+                model_key, session_id, None, run_id=run_id, step_token=step_token, version=model.flow_version
+            )
             if run is None or run.task is None:
                 return "busy"
             await asyncio.shield(run.task)
@@ -809,6 +918,7 @@ class GenieFlow:
         return AIResponse(session_id=model.session_id, response=last, next_actions=flow.next_actions(state_id))
 
     # ---- sessions -----------------------------------------------------------------------
+    @_tracing.traced_create
     async def _create(
         self,
         model_key: str,
@@ -820,7 +930,8 @@ class GenieFlow:
         flow = self.flow_of(model_key)
         graph = await self._graph(model_key)
         session_id = str(ULID().to_uuid())
-        model = flow.model_class(session_id=session_id, seed_data=seed_data)
+        version = self._registered[model_key].version
+        model = flow.model_class(session_id=session_id, seed_data=seed_data, flow_version=version)
         user = (
             None if user_info is None else user_info if isinstance(user_info, User) else User.model_validate(user_info)
         )
@@ -830,9 +941,10 @@ class GenieFlow:
         store = await self._open_store()
         await store.add_session(SessionRecord(session_id, model_key, _user_key(user), self.session_ttl_seconds, owner))
         try:
-            await graph.ainvoke(
-                model.model_dump(mode="json"), config, durability=store.durability, **self._run_options(flow)
-            )
+            with packing_channels(store.packs_channels):
+                await graph.ainvoke(
+                    model.model_dump(mode="json"), config, durability=store.durability, **self._run_options(flow)
+                )
         except BaseException:
             await store.delete(session_id)  # no half-made session is left behind
             raise
@@ -955,6 +1067,7 @@ class GenieFlow:
                 return _progress_of(flight.total, flight.done)
         return None
 
+    @_tracing.traced_poll
     async def _poll(self, model_key: str, session_id: str) -> AIResponse:
         self.flow_of(model_key)
         store = await self._open_store()
@@ -971,7 +1084,7 @@ class GenieFlow:
                 await self._record(model_key, session_id)
             return _polling(session_id, progress)
         snapshot, model = await self._snapshot(model_key, session_id)
-        flow = self._registered[model_key].flow
+        flow = self._flow_for(model_key, model)
         if self._in_flight(session_id) is not None:  # a run started while the snapshot was read
             return await self._poll(model_key, session_id)
         failed = self._forget_finished_run(session_id)
@@ -1000,9 +1113,18 @@ class GenieFlow:
             store = await self._open_store()
             run_id = str(ULID())
             if await store.claim_run(session_id, run_id, self.dispatch_timeout_seconds):
+                try:  # a session loaded from an older version: its migration is written before the work is queued
+                    snapshot = await write_migration(
+                        await self._graph(model_key), self._config(model_key, session_id), snapshot
+                    )
+                except BaseException:
+                    await store.end_run(session_id, run_id)
+                    raise
                 await self._dispatch(model_key, session_id, run_id, snapshot)
             return True
-        await self._start_run(model_key, session_id, None)
+        # a session loaded from an older version: the run's first step writes its migration
+        migration = migration_command(snapshot)
+        await self._start_run(model_key, session_id, migration, version=snapshot.values.get("flow_version"))
         return True
 
     async def _sweep_orphaned_runs(self) -> list[str]:
@@ -1018,10 +1140,10 @@ class GenieFlow:
                 continue  # another flow's session in the same Redis: its own workers sweep it
             try:
                 snapshot = None if record is None else (await self._snapshot(record.model_key, session_id, record))[0]
-            except UnknownSession:
+            except (UnknownSession, FlowVersionUnsupported):
                 snapshot = None
             if snapshot is not None and record is not None:
-                flow = self._registered[record.model_key].flow
+                flow = self._registered[record.model_key].serving(snapshot.values.get("flow_version")).flow
                 if await self._resume_cut_off_run(record.model_key, session_id, flow, snapshot):
                     resumed.append(session_id)
                     continue
@@ -1045,6 +1167,7 @@ class GenieFlow:
             and all(flow.kinds.get(node) is StateKind.INVOKER for node in snapshot.next)
         )
 
+    @_tracing.traced_event
     async def _send(self, model_key: str, event: EventInput) -> AIResponse:
         """Process a non-poll event; a refusal raises and leaves the session as it was.
 
@@ -1072,6 +1195,7 @@ class GenieFlow:
             raise SessionBusy(session_id, event.event)
         record = await self._record(model_key, session_id)
         snapshot, model = await self._snapshot(model_key, session_id, record)
+        flow = self._flow_for(model_key, model)
         if self._in_flight(session_id) is not None:  # started while the snapshot was read
             raise SessionBusy(session_id, event.event)
         self._forget_finished_run(session_id)
@@ -1095,8 +1219,10 @@ class GenieFlow:
         await store.touch(record)
         mark = await store.mark(session_id)
         report = EventReport()
-        command: Command[Any] = Command(resume={"event": event.event, "event_input": event.event_input})
-        run = await self._start_run(model_key, session_id, command, report, mark)
+        resume = {"event": event.event, "event_input": event.event_input}
+        # A session loaded from an older version writes its migration in the same run: undone with a refusal.
+        command: Command[Any] = migration_command(snapshot, resume) or Command(resume=resume)
+        run = await self._start_run(model_key, session_id, command, report, mark, version=model.flow_version)
         if run is None:  # another process started a run meanwhile
             raise SessionBusy(session_id, event.event)
         await report.decided.wait()
@@ -1190,10 +1316,10 @@ class GenieFlow:
         """The next item of a followed run, or None once its final response has been given."""
         if state.finished:
             return None
-        flow = self._registered[state.model_key].flow
         if state.answer.next_actions != [POLL]:  # answered at once: no run to follow
             state.finished = True
             model = await self._get_model(state.model_key, state.session_id)
+            flow = self._flow_for(state.model_key, model)
             return {"event": "response", "data": state.answer.model_dump(mode="json"), "state": flow.state_of(model)}
         while True:
             try:
@@ -1214,6 +1340,7 @@ class GenieFlow:
                 continue
             state.finished = True
             model = await self._get_model(state.model_key, state.session_id)
+            flow = self._flow_for(state.model_key, model)
             return {"event": "response", "data": final.model_dump(mode="json"), "state": flow.state_of(model)}
 
     async def astream_event(self, model_key: str, event: EventInput) -> AsyncGenerator[FeedItem, None]:
@@ -1297,7 +1424,7 @@ class GenieFlow:
             await self._record(model_key, session_id)
             return AIStatusResponse(session_id=session_id, ready=False, next_actions=[])
         snapshot, model = await self._snapshot(model_key, session_id)
-        flow = self._registered[model_key].flow
+        flow = self._flow_for(model_key, model)
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             return AIStatusResponse(session_id=session_id, ready=False, next_actions=[])
         return AIStatusResponse(session_id=session_id, ready=True, next_actions=flow.next_actions(flow.state_of(model)))
@@ -1368,8 +1495,11 @@ class GenieFlow:
             UnknownModelKey, UnknownSession: the key or session does not exist.
         """
         flow = self.flow_of(model_key)
-        current = None if session_id is None else flow.state_of(self.get_model(model_key, session_id))
-        return Diagram(flow, current)
+        if session_id is None:
+            return Diagram(flow)
+        model = self.get_model(model_key, session_id)
+        flow = self._registered[model_key].serving(model.flow_version).flow
+        return Diagram(flow, flow.state_of(model))
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def _close(self, timeout: float) -> None:
@@ -1391,6 +1521,8 @@ class GenieFlow:
         self._opening = asyncio.Lock()
         for registered in self._registered.values():
             registered.graph = None
+            for served in registered.previous.values():
+                served.graph = None
 
     def close(self, timeout: float = 30.0) -> None:
         """Let background runs finish (up to ``timeout`` seconds, then cancel them), close the store

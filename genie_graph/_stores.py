@@ -119,6 +119,8 @@ class Store(ABC):
 
     scheme: ClassVar[StoreScheme]
     shared: ClassVar[bool] = False
+    packs_channels: ClassVar[bool] = False
+    """Whether runs pack the model's long lists in channels (see ``_packing``): for JSON-document stores."""
     durability: ClassVar[Durability] = "sync"
     """When a run's checkpoints are written (LangGraph's ``durability``). ``"sync"``: before each next
     step starts, so a process that dies mid-run leaves the session where it was working, and resumes
@@ -129,6 +131,7 @@ class Store(ABC):
         self.url = url
         self.saver = saver
         self._feeds: dict[str, set[asyncio.Queue[FeedItem]]] = {}
+        self._starts: dict[str, tuple[str, int]] = {}
 
     # ---- the session feed: what runs do, as it happens, for streaming clients -----------
     async def publish(self, session_id: str, items: list[FeedItem]) -> None:
@@ -255,6 +258,19 @@ class Store(ABC):
     async def forget_run(self, session_id: str) -> None:
         """Stop listing the session among the orphaned runs."""
         raise self._not_shared()
+
+    # ---- runs cut off with their process: each start of an invoker state's run is counted --
+    async def count_start(self, session_id: str, step: str) -> int:
+        """Count one more start of the session's run at ``step`` (an invoker state at one checkpoint).
+
+        Returns how many starts ``step`` had, this one included: a run resumed after its process
+        ended starts the same step again. Counting another step forgets the session's previous
+        one. Here in this process's memory, which is all the memory store needs.
+        """
+        last, count = self._starts.get(session_id, ("", 0))
+        count = count + 1 if last == step else 1
+        self._starts[session_id] = (step, count)
+        return count
 
 
 class _LocalIndex:
@@ -441,7 +457,19 @@ class SqliteStore(Store):
 
     async def _forget(self, session_id: str) -> None:
         await self._conn.execute("DELETE FROM genie_sessions WHERE session_id = ?", (session_id,))
+        await self._conn.execute("DELETE FROM genie_run_starts WHERE session_id = ?", (session_id,))
         await self._conn.commit()
+
+    async def count_start(self, session_id: str, step: str) -> int:
+        await self._conn.execute(
+            "INSERT INTO genie_run_starts (session_id, step, starts) VALUES (?, ?, 1) "
+            "ON CONFLICT (session_id) DO UPDATE SET "
+            "starts = CASE WHEN step = excluded.step THEN starts + 1 ELSE 1 END, step = excluded.step",
+            (session_id, step),
+        )
+        await self._conn.commit()  # durable before the invoker is called: the process may die in it
+        (starts,) = (await self._rows("SELECT starts FROM genie_run_starts WHERE session_id = ?", session_id))[0]
+        return int(starts)
 
     async def prune(self, thread_id: str, keep: int) -> None:
         await self._conn.execute(
@@ -507,6 +535,7 @@ CREATE TABLE IF NOT EXISTS genie_sessions (
     expires_at REAL, created_at REAL NOT NULL, owner TEXT
 );
 CREATE INDEX IF NOT EXISTS genie_sessions_by_user ON genie_sessions (model_key, user);
+CREATE TABLE IF NOT EXISTS genie_run_starts (session_id TEXT PRIMARY KEY, step TEXT NOT NULL, starts INTEGER NOT NULL);
 """
 
 

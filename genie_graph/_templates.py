@@ -19,6 +19,7 @@ import yaml
 from jinja2 import meta as jinja2_meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from . import _tracing
 from .errors import InvokerConfigError, TemplateError
 
 META_FILE = "meta.yaml"
@@ -189,6 +190,7 @@ class TemplateLibrary:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(name, f"syntax error at line {exc.lineno}: {exc.message}") from exc
 
+    @_tracing.traced_render
     def render(self, name: str, render_data: Mapping[str, Any]) -> str:
         """Render template ``name`` with ``render_data``.
 

@@ -38,6 +38,7 @@ class UsageTotals(BaseModel):
     """In the price table's currency; 0 for models without a price."""
 
     def add(self, call: CallUsage, cost: float) -> None:
+        """Count one call that cost ``cost``."""
         self.calls += 1
         self.input_tokens += call.input_tokens
         self.output_tokens += call.output_tokens
@@ -196,6 +197,7 @@ class PriceTable:
         return cls(models=models, currency=str(data.get("currency", "USD")))
 
     def price_of(self, model: str | None) -> ModelPrice | None:
+        """The price of ``model``: by its name, the longest name it starts with, or ``default``; else None."""
         name = model or ""
         if name in self.models:
             return self.models[name]

@@ -5,10 +5,13 @@
     ├── TemplateError              a template is missing or cannot render
     ├── InvokerConfigError         a meta.yaml ``invoker:`` mapping is wrong
     ├── InvokerError               an invoker failed while answering
+    │   ├── InvokerTimeout         a call took longer than its timeout
+    │   └── RunCutOff              a run's process ended too often; not resumed again
     ├── UnknownModelKey            no flow is registered under a model key
     ├── UnknownSession             no session with that id (or it expired)
     ├── EventNotAllowed            the event cannot be sent in the current state
     ├── SessionBusy                a background run is still in flight for the session
+    ├── FlowVersionUnsupported     a session's flow version is neither served nor migrated
     ├── EventFailed                a hook raised while an event was processed; the session is unchanged
     ├── SecondaryStorageError      a write-once secondary-storage key was written twice
     ├── SchemaUpgradeError         stored data has a schema version the class cannot read
@@ -64,6 +67,41 @@ class InvokerConfigError(GenieGraphError):
 
 class InvokerError(GenieGraphError):
     """An invoker raised or timed out while answering a rendered template."""
+
+
+class InvokerTimeout(InvokerError):
+    """An invoker call took longer than its ``retry: {timeout_seconds}`` and was cancelled.
+
+    Attributes:
+        seconds: the limit it exceeded.
+        attempt: which call it was (1 is the first).
+    """
+
+    def __init__(self, seconds: float, attempt: int) -> None:
+        self.seconds = seconds
+        self.attempt = attempt
+        super().__init__(
+            f"the call did not answer within {seconds:g} s (attempt {attempt}); raise retry: {{timeout_seconds}} "
+            "in the meta.yaml if the model needs longer"
+        )
+
+
+class RunCutOff(InvokerError):
+    """An invoker state's run was cut off with its process too often, and is not resumed again.
+
+    Attributes:
+        state: the invoker state.
+        starts: how often its run was started.
+    """
+
+    def __init__(self, state: str, starts: int) -> None:
+        self.state = state
+        self.starts = starts
+        super().__init__(
+            f"the run of state {state!r} was started {starts} times and each time its process ended before it "
+            "finished (a crash, a kill, running out of memory); it is not resumed again. Look for what ends the "
+            "process in the logs, or allow more with retry: {resumes}"
+        )
 
 
 class BudgetExceeded(GenieGraphError):
@@ -183,6 +221,61 @@ class SessionBusy(GenieGraphError):
             f"session {session_id!r} is busy with a run; event {received!r} refused. "
             "Send 'poll' until next_actions no longer is ['poll']."
         )
+
+
+class FlowVersionUnsupported(GenieGraphError):
+    """A session started on a flow version this process neither serves nor migrates; it is unchanged.
+
+    Attributes:
+        model_key: the session's model key.
+        session_id: the session.
+        version: the flow version the session started on.
+        current: the version new sessions start on.
+        previous: older versions still served on their own graphs (``register_model(previous=...)``).
+        migrated: older versions migrated on load (the machine's ``migrations``).
+        reason: why the session cannot go on (its version is unknown, or its migration failed).
+    """
+
+    code = "flow_version_unsupported"
+
+    def __init__(
+        self,
+        model_key: str,
+        session_id: str,
+        version: str,
+        *,
+        current: str,
+        previous: Sequence[str] = (),
+        migrated: Sequence[str] = (),
+        reason: str = "",
+        fix: str = "",
+        machine: str = "",
+    ) -> None:
+        self.model_key = model_key
+        self.session_id = session_id
+        self.version = version
+        self.current = current
+        self.previous = list(previous)
+        self.migrated = list(migrated)
+        self.reason = reason or "that version is neither served nor migrated"
+        served = ", ".join(
+            [f"{current!r} (current)"]
+            + [f"{v!r} (served)" for v in self.previous]
+            + [f"{v!r} (migrated)" for v in self.migrated]
+        )
+        fix = fix or (
+            f"Declare migrations = {{{version!r}: Migration(states={{...}})}} on {machine or 'the machine'}, or "
+            f"register_model({model_key!r}, Model, previous=[<the model of version {version!r}>])"
+        )
+        super().__init__(
+            f"session {session_id!r} of model key {model_key!r} started on flow version {version!r}: "
+            f"{self.reason}. Versions here: {served}. {fix}"
+        )
+
+    @property
+    def served(self) -> list[str]:
+        """Every version this process can load: current, served and migrated."""
+        return [self.current, *self.previous, *self.migrated]
 
 
 class EventFailed(GenieGraphError):

@@ -48,7 +48,11 @@ ISSUE = [
     "AIProgressResponse",
     "build_graph",
 ]
-REQUIRED = sorted(set(CHECKLIST) | set(ISSUE))
+# Issue 11, declared failure handling.
+FAILURES = ["FailurePolicy", "RetryPolicy"]
+# Issue 11, flow versions.
+VERSIONS = ["Migration", "flow_version"]
+REQUIRED = sorted(set(CHECKLIST) | set(ISSUE) | set(FAILURES) | set(VERSIONS))
 
 
 def test_all_lists_every_required_name() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import gc
 import time
 import uuid
 from collections.abc import Iterator
@@ -463,7 +462,6 @@ def test_a_server_loop_that_ended_without_aclose_is_left_behind(template_root: P
         assert flow.get_model(KEY, sid).session_id == sid
     finally:
         flow.close()
-    del flow
     gc.collect()  # here, where its warning is expected, not in whichever test runs next
 
 
@@ -522,9 +520,10 @@ def test_graph_exposes_the_session_thread(flow: GenieFlow) -> None:
     snapshot = graph.get_state(config)
     assert snapshot.values["session_id"] == sid
     assert snapshot.next == ("user_enters_query",)
-    assert [e["actor_text"] if isinstance(e, dict) else e.actor_text for e in snapshot.values["dialogue"]][-1] == (
-        "You said: Answer: turn 3"
-    )
+    # On Redis the long lists are packed in the channels; the model reads either form.
+    model = flow.flow_of(KEY).model_class.model_validate(snapshot.values)
+    assert model.dialogue[-1].actor_text == "You said: Answer: turn 3"
+    assert isinstance(snapshot.values["dialogue"], str if flow.store_url.startswith("redis") else list)
     history = list(graph.get_state_history(config))
     assert len(history) == flow.keep_checkpoints
 

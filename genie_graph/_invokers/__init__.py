@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._imports import import_object
-from ..errors import InvokerConfigError, InvokerError
+from ..errors import InvokerConfigError, InvokerError, InvokerTimeout
 from ._base import GenieInvoker
 
-__all__ = ["GenieInvoker", "InvokerPool", "InvokerRegistry", "RetryPolicy", "build_invoker"]
+__all__ = ["DEFAULT_RESUMES", "GenieInvoker", "InvokerPool", "InvokerRegistry", "RetryPolicy", "build_invoker"]
 
 _RESERVED_KEYS = frozenset({"type", "pool_size", "retry", "on_error", "offline"})
 DEFAULT_POOL_SIZE = 4
@@ -115,34 +117,115 @@ def build_invoker(config: Mapping[str, Any]) -> GenieInvoker:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often a failed invocation is tried again, and how long to wait in between.
+    """How often a failed (or timed-out) invoker call is tried again, and how long to wait in between.
 
-    In meta.yaml: ``retry: 2`` (two retries: at most three calls), or
-    ``retry: {retries: 2, backoff_seconds: 0.5}``, or ``retry: {attempts: 3}`` (three calls in all).
-    The wait doubles after each retry.
+    In meta.yaml (``invoker: {retry: ...}``) or a machine's ``on_failure``: ``retry: 2`` (two
+    retries: at most three calls), or a mapping::
+
+        retry:
+          retries: 2                # or attempts: 3 (every call counted)
+          backoff_seconds: 0.5      # the wait before the first retry; it doubles after each
+          max_backoff_seconds: 8    # no wait is longer
+          jitter: 0.5               # up to this share of each wait is taken off at random (true: 0.5)
+          timeout_seconds: 20       # a call taking longer is cancelled and counts as failed
+          resumes: 2                # a run cut off with its process is resumed this often, then fails
+
+    Example:
+        >>> RetryPolicy.parse({"retries": 2, "backoff_seconds": 0.5}).delay(2)
+        1.0
     """
 
-    attempts: int = 0
+    retries: int = 0
     """Retries after the first call."""
     backoff_seconds: float = 0.0
+    """The wait before the first retry; doubled for each one after."""
+    max_backoff_seconds: float | None = None
+    """The longest wait (None: no cap)."""
+    jitter: float = 0.0
+    """Up to this share (0 to 1) of each wait is taken off at random, so retries spread out."""
+    timeout_seconds: float | None = None
+    """How long one call may take before it is cancelled and counted as a failure (None: no limit)."""
+    resumes: int | None = None
+    """How often a run of the state cut off with its process (a crash, a kill) is resumed before it
+    fails instead (None: the default, :data:`DEFAULT_RESUMES`)."""
+
+    @property
+    def calls(self) -> int:
+        """The most calls one invocation makes."""
+        return self.retries + 1
+
+    def delay(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1 is the first), jitter applied."""
+        wait: float = self.backoff_seconds * 2.0 ** (retry - 1)
+        if self.max_backoff_seconds is not None:
+            wait = min(wait, self.max_backoff_seconds)
+        if self.jitter:
+            wait -= wait * self.jitter * random.random()
+        return max(0.0, wait)
 
     @classmethod
     def parse(cls, value: Any) -> RetryPolicy:
+        """A policy from its meta.yaml shape (a number of retries, or a mapping); a policy passes through.
+
+        Raises:
+            InvokerConfigError: naming the shape expected.
+        """
         if value is None:
             return cls()
-        shape = "a number of retries, or {retries: N, backoff_seconds: S}, or {attempts: N}"
+        if isinstance(value, RetryPolicy):
+            return value
+        shape = (
+            "a number of retries, or a mapping of retries (or attempts), backoff_seconds, "
+            "max_backoff_seconds, jitter, timeout_seconds, resumes"
+        )
         try:
             if isinstance(value, bool) or not isinstance(value, int | Mapping):
                 raise TypeError
             if isinstance(value, int):
-                return cls(attempts=max(0, value))
-            unknown = set(value) - {"retries", "attempts", "backoff_seconds"}
+                return cls(retries=max(0, value))
+            unknown = set(value) - _RETRY_KEYS
             if unknown:
                 raise TypeError
+            if "retries" in value and "attempts" in value:
+                raise TypeError
             retries = int(value["retries"]) if "retries" in value else int(value.get("attempts", 1)) - 1
-            return cls(attempts=max(0, retries), backoff_seconds=float(value.get("backoff_seconds", 0.0)))
+            jitter = value.get("jitter", 0.0)
+            jitter = 0.5 if jitter is True else float(jitter or 0.0)
+            policy = cls(
+                retries=max(0, retries),
+                backoff_seconds=float(value.get("backoff_seconds", 0.0)),
+                max_backoff_seconds=_optional_seconds(value.get("max_backoff_seconds")),
+                jitter=jitter,
+                timeout_seconds=_optional_seconds(value.get("timeout_seconds")),
+                resumes=None if value.get("resumes") is None else int(value["resumes"]),
+            )
         except (TypeError, ValueError):
             raise InvokerConfigError(f"'retry:' must be {shape}; got {value!r}") from None
+        if policy.backoff_seconds < 0 or not 0 <= policy.jitter <= 1 or (policy.resumes or 0) < 0:
+            raise InvokerConfigError(
+                f"'retry:' {value!r}: backoff_seconds and resumes may not be negative, jitter is between 0 and 1"
+            )
+        return policy
+
+
+_RETRY_KEYS = frozenset(
+    {"retries", "attempts", "backoff_seconds", "max_backoff_seconds", "jitter", "timeout_seconds", "resumes"}
+)
+DEFAULT_RESUMES = 2
+"""How often a run cut off with its process is resumed before it fails, unless ``retry: {resumes}`` says."""
+
+
+def _optional_seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = float(value)
+    if seconds <= 0:
+        raise ValueError(value)
+    return seconds
+
+
+FailedCall = Callable[[int, BaseException, float], None]
+"""Told ``(attempt, error, duration in seconds)`` of each failed call, retried or not."""
 
 
 class InvokerPool:
@@ -156,7 +239,8 @@ class InvokerPool:
             raise InvokerConfigError(f"pool_size must be at least 1, got {size}")
         self._factory = factory
         self._size = size
-        self._retry = retry
+        self.retry = retry
+        """The policy of the ``invoker:`` mapping (a call may pass another)."""
         self._idle: list[GenieInvoker] = []
         self._created = 0
         self._lock = threading.Lock()
@@ -174,12 +258,25 @@ class InvokerPool:
                 self._created -= 1
             raise
 
-    async def ainvoke(self, content: str) -> str:
+    def _drop(self) -> None:
+        with self._lock:
+            self._created -= 1
+
+    async def ainvoke(
+        self, content: str, retry: RetryPolicy | None = None, on_failure: FailedCall | None = None
+    ) -> str:
         """Answer ``content`` with a free invoker, retrying as configured.
 
+        Args:
+            content: the rendered template.
+            retry: the policy for this call (default: the pool's, from its ``invoker:`` mapping).
+            on_failure: told of each failed call (a session records them in its history).
+
         Raises:
-            InvokerError: every attempt failed; the last failure is chained.
+            InvokerError: every attempt failed (``InvokerTimeout`` if the last one timed out); the
+                last failure is chained.
         """
+        policy = retry or self.retry
         # The pool serves several event loops (the GenieFlow's, and a fresh one per node run under
         # LangGraph's sync API), so its slots are a threading semaphore; waiting for one must
         # neither park a worker thread (the blocking invokers need them) nor, once cancelled,
@@ -189,22 +286,41 @@ class InvokerPool:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         try:
-            invoker = self._checkout()
-            try:
-                for attempt in range(self._retry.attempts + 1):
-                    try:
+            invoker: GenieInvoker | None = None
+            for attempt in range(1, policy.calls + 1):
+                if invoker is None:
+                    invoker = self._checkout()
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(policy.timeout_seconds) as deadline:
                         result = await invoker.ainvoke(content)
-                        return result if isinstance(result, str) else str(result)
-                    except Exception as exc:
-                        if attempt >= self._retry.attempts:
-                            if isinstance(exc, InvokerError):
-                                raise
-                            raise InvokerError(f"{type(invoker).__name__} failed: {type(exc).__name__}: {exc}") from exc
-                        await asyncio.sleep(self._retry.backoff_seconds * (2**attempt))
-                raise AssertionError("unreachable")
-            finally:
-                with self._lock:
-                    self._idle.append(invoker)
+                    with self._lock:
+                        self._idle.append(invoker)
+                    return result if isinstance(result, str) else str(result)
+                except Exception as exc:
+                    error: BaseException = exc
+                    if isinstance(exc, TimeoutError) and deadline.expired():
+                        # A blocking call goes on in its thread: this invoker is not handed out again.
+                        self._drop()
+                        invoker = None
+                        error = InvokerTimeout(policy.timeout_seconds or 0.0, attempt)
+                    if on_failure is not None:
+                        on_failure(attempt, error, time.perf_counter() - started)
+                    if attempt >= policy.calls:
+                        if invoker is not None:
+                            with self._lock:
+                                self._idle.append(invoker)
+                        if isinstance(error, InvokerTimeout):
+                            raise error from exc
+                        if isinstance(exc, InvokerError):
+                            raise
+                        raise InvokerError(f"{type(invoker).__name__} failed: {type(exc).__name__}: {exc}") from exc
+                    await asyncio.sleep(policy.delay(attempt))
+                except BaseException:  # cancelled: the invoker may still be busy in its thread
+                    if invoker is not None:
+                        self._drop()
+                    raise
+            raise AssertionError("unreachable")
         finally:
             self._slots.release()
 

@@ -24,6 +24,14 @@ Scripts also live in ``*.genie.yaml`` files beside the flow: ``genie-graph test 
 them, and ``pytest -p genie_graph.testing.pytest_plugin`` collects them as tests.
 """
 
+from genie_graph._versions import (
+    ResumedSession,
+    SessionsDidNotResume,
+    check_sessions_resume,
+    export_sessions,
+    load_sessions,
+)
+
 from ._coverage import DeclaredTransition, TransitionCoverage, TransitionRun, declared_transitions
 from ._fakes import FakeAnswer, FakeFailure, FakeInvokers, FakeRecordingError, Invocation, Render, save_recording
 from ._runner import (
@@ -50,19 +58,24 @@ __all__ = [
     "Invocation",
     "Mismatch",
     "Render",
+    "ResumedSession",
     "Script",
     "ScriptError",
     "ScriptFailure",
     "ScriptResult",
     "ScriptRunner",
+    "SessionsDidNotResume",
     "TransitionCoverage",
     "TransitionRun",
     "Turn",
     "TurnResult",
     "UnfakedInvoker",
+    "check_sessions_resume",
     "declared_transitions",
+    "export_sessions",
     "find_scripts",
     "load_scripts",
+    "load_sessions",
     "run_script",
     "save_recording",
 ]

@@ -1,0 +1,51 @@
+"""The model's long lists (dialogue, history) packed into one compressed string in the graph's channels.
+
+Only for stores that keep channels as JSON documents (Redis): there every field of every dialogue
+element would be a JSON node of its own, several times the text's size, rewritten at every step.
+The other stores compress whole checkpoints already. The runtime turns packing on around the runs
+it drives on such a store; nodes run elsewhere (LangGraph Studio, plain LangGraph) write plain lists,
+and a model reads either form.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+CHANNEL_CONTEXT = "genie_graph.channel"
+"""Serialization context key: the model is being written to the graph's channels, packed."""
+
+PACKED_FIELDS = ("dialogue", "history")
+
+packing: contextvars.ContextVar[bool] = contextvars.ContextVar("genie_graph_packing", default=False)
+"""Set by the runtime around runs on a store that keeps channels as JSON documents."""
+
+_PREFIX = "zlib+json:"
+
+
+def pack(items: list[Any]) -> str:
+    """A JSON list as one string: zlib-compressed, base64-encoded, marked."""
+    return _PREFIX + base64.b64encode(zlib.compress(orjson.dumps(items), 1)).decode("ascii")
+
+
+def unpack(value: Any) -> Any:
+    """A packed list back as the list; any other value unchanged (validation goes on with it)."""
+    if isinstance(value, str) and value.startswith(_PREFIX):
+        return orjson.loads(zlib.decompress(base64.b64decode(value[len(_PREFIX) :])))
+    return value
+
+
+@contextmanager
+def packing_channels(on: bool) -> Iterator[None]:
+    """Pack the long lists of the models that nodes write inside the block (the tasks it starts too)."""
+    token = packing.set(on)
+    try:
+        yield
+    finally:
+        packing.reset(token)
