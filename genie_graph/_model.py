@@ -30,9 +30,6 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    field_serializer,
     field_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -586,13 +583,6 @@ class GenieModel(VersionedModel):
     @classmethod
     def _unpack(cls, value: Any) -> Any:
         return _packing.unpack(value)
-
-    @field_serializer(*_packing.PACKED_FIELDS, mode="wrap")
-    def _pack(self, value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        items = handler(value)
-        if isinstance(info.context, dict) and info.context.get(_packing.CHANNEL_CONTEXT) and info.mode_is_json():
-            return _packing.pack(items)
-        return items
 
     @classmethod
     def get_state_machine_class(cls) -> type[StateMachine]:

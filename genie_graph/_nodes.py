@@ -44,7 +44,7 @@ from ._failures import (
 from ._flow import CompiledFlow
 from ._history import HistoryKind
 from ._model import GenieModel, StateKind
-from ._packing import CHANNEL_CONTEXT, packing
+from ._packing import PACKED_FIELDS, pack, packing
 from ._usage import collecting_usage
 from .errors import BudgetExceeded, EventNotAllowed, RunCutOff
 
@@ -94,9 +94,6 @@ current_report: contextvars.ContextVar[EventReport | None] = contextvars.Context
 """Set by the session runtime around a resumed run, to learn at once where the event went."""
 
 
-_PACKED = {CHANNEL_CONTEXT: True}
-
-
 def as_json(model: GenieModel) -> dict[str, Any]:
     """The model's fields as JSON data: what the graph's channels hold.
 
@@ -104,8 +101,11 @@ def as_json(model: GenieModel) -> dict[str, Any]:
     allow-list, and LangGraph validates them back into the model for the next node (a fresh
     object each time, which a node may therefore change in place).
     """
-    context = _PACKED if packing.get() else None
-    return model.model_dump(mode="json", include=set(type(model).model_fields), context=context)
+    data = model.model_dump(mode="json", include=set(type(model).model_fields))
+    if packing.get():
+        for name in PACKED_FIELDS:
+            data[name] = pack(data[name])
+    return data
 
 
 def changed_fields(before: Mapping[str, Any], after: GenieModel) -> dict[str, Any]:
@@ -257,6 +257,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
         if is_initial and model.state is None:
             _name_session(model, config)
             await flow.enter_initial_state(model, record_intro=False)
+        entered = as_json(model) if model.state is not None and before.get("state") is None else before
         template = flow.templates[state_id]
         progress = current_progress.get()
         progress.begin(state_id, flow.runner.count(template) + 1)
@@ -286,32 +287,38 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
                 logger.warning("invoker state %s of session %s not run: %s", state_id, model.session_id, refused)
                 failure, output = refused, str(refused)
                 event = refused.fallback_event or event
-                model.record_history(HistoryKind.BUDGET_REFUSED, state=state_id, error=str(refused))
             except Exception as exc:  # an invoker's failure is kept on the session, not raised
                 logger.warning("invoker state %s of session %s failed: %s", state_id, model.session_id, exc)
                 failure, output = exc, ""
-        flow.add_usage(model, state_id, usage.calls)
-        record_cut_offs(model, state_id, starts)
-        for call in failed_calls:
-            model.record_history(
-                HistoryKind.INVOKER_FAILURE,
-                state=state_id,
-                template=call.template,
-                attempt=call.attempt,
-                error=call.error,
-                duration_ms=call.duration_ms,
-            )
         failed = failure or (handled.__cause__ if handled is not None else None)
-        if not isinstance(failure, BudgetExceeded):  # a refused run did not run: its budget_refused entry says so
-            model.record_history(
-                HistoryKind.INVOKER_RUN,
-                state=state_id,
-                outcome="ok" if failed is None else "failed",
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                error=None if failed is None else f"{type(failed).__name__}: {failed}",
-                detail=None if handled is None else {"on_error": error_state or event},
-            )
-        settled = as_json(model)  # what the run left, history and usage included, before the transition
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+
+        def record_run(model: GenieModel) -> None:
+            """What the run leaves on the model whatever its transition does: usage and history."""
+            flow.add_usage(model, state_id, usage.calls)
+            record_cut_offs(model, state_id, starts)
+            for call in failed_calls:
+                model.record_history(
+                    HistoryKind.INVOKER_FAILURE,
+                    state=state_id,
+                    template=call.template,
+                    attempt=call.attempt,
+                    error=call.error,
+                    duration_ms=call.duration_ms,
+                )
+            if isinstance(failure, BudgetExceeded):  # it did not run: its budget_refused entry says so
+                model.record_history(HistoryKind.BUDGET_REFUSED, state=state_id, error=str(failure))
+            else:
+                model.record_history(
+                    HistoryKind.INVOKER_RUN,
+                    state=state_id,
+                    outcome="ok" if failed is None else "failed",
+                    duration_ms=duration_ms,
+                    error=None if failed is None else f"{type(failed).__name__}: {failed}",
+                    detail=None if handled is None else {"on_error": error_state or event},
+                )
+
+        record_run(model)
         # As Genie Flow does, the completion event is sent also after a failure (with ""), so a
         # front end finds the session where it expects it. Should that transition fail too
         # (no condition passes, a hook raises), the state waits for an event sent by hand.
@@ -324,7 +331,8 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
         except Exception as exc:
             logger.warning("completion event %s of state %s failed: %s", event, state_id, exc)
             stuck = exc
-            model = type(model).model_validate(settled)
+            model = type(model).model_validate(entered)  # as the run left it, before the failed transition
+            record_run(model)
         progress.add_done()
         if failure is None and stuck is None:
             return Command(update=changed_fields(before, model), goto=_goto(flow, model))

@@ -18,9 +18,6 @@ from typing import Any
 
 import orjson
 
-CHANNEL_CONTEXT = "genie_graph.channel"
-"""Serialization context key: the model is being written to the graph's channels, packed."""
-
 PACKED_FIELDS = ("dialogue", "history")
 
 packing: contextvars.ContextVar[bool] = contextvars.ContextVar("genie_graph_packing", default=False)
