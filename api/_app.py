@@ -383,7 +383,9 @@ def create_app(
         current = None
         if session_id is not None:
             await check_owner(model_key, session_id, caller)
-            current = compiled.state_of(await flow.aget_model(model_key, session_id))
+            model = await flow.aget_model(model_key, session_id)
+            # a session kept on an older flow version may be in a state this version no longer has
+            current = compiled.id_by_value.get(model.state)
         content = await diagrams.get(model_key, compiled, current, format)
         return Response(content, media_type=DIAGRAM_MEDIA_TYPES[format])
 
