@@ -13,7 +13,7 @@ from ._composite import CompositeRunner
 from ._flow import CompiledFlow, GenieCompat, compile_flow
 from ._invokers import InvokerRegistry
 from ._model import GenieModel
-from ._nodes import make_node
+from ._nodes import channels_schema, make_node
 from ._templates import TemplateLibrary
 
 
@@ -22,11 +22,12 @@ def graph_of(
 ) -> CompiledStateGraph[Any]:
     """The compiled LangGraph graph of an already compiled flow."""
     builder: StateGraph[Any] = StateGraph(flow.model_class)
+    channels = channels_schema(flow.model_class)
     for state_id, per_target in flow.targets.items():
         destinations: dict[str, str] = {target: " | ".join(labels) for target, labels in per_target.items()}
         if state_id in flow.finals:
             destinations[END] = "done"
-        builder.add_node(state_id, make_node(flow, state_id), destinations=destinations)
+        builder.add_node(state_id, make_node(flow, state_id), destinations=destinations, input_schema=channels)
     builder.add_edge(START, flow.initial)
     graph = builder.compile(checkpointer=checkpointer, name=flow.model_class.__name__)
     graph.genie_flow = flow  # type: ignore[attr-defined]

@@ -68,4 +68,3 @@ class HistoryEntry(BaseModel):
     attempt: int | None = None
     error: str | None = None
     detail: dict[str, Any] | None = None
-

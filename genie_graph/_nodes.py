@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._runnable import RunnableCallable
@@ -236,8 +236,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
     is_initial = state_id == flow.initial
     is_final = state_id in flow.finals
 
-    async def user_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
-        before = as_json(model)
+    async def user_node(model: GenieModel, config: RunnableConfig, before: Mapping[str, Any]) -> Command[Any]:
         if is_initial and model.state is None:
             _name_session(model, config)
             record = (config.get("configurable") or {}).get(RECORD_INTRO, True)
@@ -247,8 +246,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
             return Command(goto=END)
         return await _await_event(flow, model, state_id, before)
 
-    async def invoker_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
-        before = as_json(model)
+    async def invoker_node(model: GenieModel, config: RunnableConfig, before: Mapping[str, Any]) -> Command[Any]:
         report = current_report.get()
         if report is not None:
             report.durable.set()  # this node runs after the accepted transition was saved
@@ -347,7 +345,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
         model.task_error = json.dumps(error)
         return Command(update=changed_fields(before, model), goto=state_id if stuck else _goto(flow, model))
 
-    async def final_node(model: GenieModel, config: RunnableConfig) -> Command[Any]:
+    async def final_node(model: GenieModel, config: RunnableConfig, before: Mapping[str, Any]) -> Command[Any]:
         return Command(goto=END)
 
     if is_final and kind is StateKind.USER:
@@ -357,11 +355,22 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
     else:
         afunc = user_node
 
-    afunc = _tracing.traced_node(afunc, flow, state_id)
+    traced = _tracing.traced_node(afunc, flow, state_id)
 
-    def func(state: GenieModel, config: RunnableConfig) -> Command[Any]:
-        return _run_blocking(afunc, state, config)  # type: ignore[no-any-return]
+    async def node(channels: dict[str, Any], config: RunnableConfig) -> Command[Any]:
+        # The node reads the channels as they are and validates them once; the update it returns
+        # is what differs from them (no dump of the model as it came in).
+        return await traced(flow.model_class.model_validate(channels), config, channels)
+
+    def func(channels: dict[str, Any], config: RunnableConfig) -> Command[Any]:
+        return _run_blocking(node, channels, config)  # type: ignore[no-any-return]
 
     # What LangGraph makes of a plain function node: its signature is read once, not on every call,
     # and no callback run is opened per node (trace=False); models called inside still stream tokens.
-    return RunnableCallable(func, afunc, name=state_id, trace=False)
+    return RunnableCallable(func, node, name=state_id, trace=False)
+
+
+def channels_schema(model_class: type[GenieModel]) -> type[Any]:
+    """The nodes' input: the model's channels as they are (a TypedDict), not the model LangGraph would build."""
+    fields = dict.fromkeys(model_class.model_fields, Any)
+    return TypedDict(f"{model_class.__name__}Channels", fields, total=False)  # type: ignore[operator, no-any-return]

@@ -404,17 +404,17 @@ def _node_attributes(flow: CompiledFlow, state_id: str, model: GenieModel, confi
 
 
 def traced_node(
-    afunc: Callable[[GenieModel, RunnableConfig], Coroutine[Any, Any, T]], flow: CompiledFlow, state_id: str
-) -> Callable[[GenieModel, RunnableConfig], Coroutine[Any, Any, T]]:
+    afunc: Callable[..., Coroutine[Any, Any, T]], flow: CompiledFlow, state_id: str
+) -> Callable[..., Coroutine[Any, Any, T]]:
     """A state's node with a ``genie.state <id>`` span carrying LangGraph's ids."""
 
     @functools.wraps(afunc)
-    async def node(model: GenieModel, config: RunnableConfig) -> T:
+    async def node(model: GenieModel, config: RunnableConfig, *rest: Any) -> T:
         settings = _active.get()
         if settings is None:
-            return await afunc(model, config)
+            return await afunc(model, config, *rest)
         with _span(settings, f"genie.state {state_id}", _node_attributes(flow, state_id, model, config)):
-            return await afunc(model, config)
+            return await afunc(model, config, *rest)
 
     return node
 

@@ -118,9 +118,7 @@ class BudgetExceeded(GenieGraphError):
     def __init__(self, state: str, reason: str, fallback_event: str | None) -> None:
         self.state = state
         self.fallback_event = fallback_event
-        super().__init__(
-            f"state {state!r} was not run: {reason}. Raise the machine's Budget, or start a new session"
-        )
+        super().__init__(f"state {state!r} was not run: {reason}. Raise the machine's Budget, or start a new session")
 
 
 class UnknownModelKey(GenieGraphError, KeyError):
