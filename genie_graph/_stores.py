@@ -173,6 +173,7 @@ class Store(ABC):
         """Forget a session entirely."""
         await self.saver.adelete_thread(thread_id)
         await self._forget(thread_id)
+        self._starts.pop(thread_id, None)
 
     async def ping(self) -> None:  # noqa: B027 - an embedded store is there while its process is
         """Raise if the store cannot be reached."""
