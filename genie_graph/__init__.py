@@ -2,7 +2,15 @@
 
 from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, EventInput, SessionStartRequest
 from ._compiler import build_graph
-from ._declaration import EventData, GenieStateMachine, MapTaskTemplate, NamedQueueTaskTemplate, State
+from ._declaration import (
+    EventData,
+    GenieStateMachine,
+    Interruption,
+    MapTaskTemplate,
+    NamedQueueTaskTemplate,
+    State,
+    SubFlow,
+)
 from ._diagram import Diagram
 from ._failures import FailurePolicy
 from ._flow import POLL, GenieCompat
@@ -10,6 +18,7 @@ from ._history import HistoryEntry, HistoryKind
 from ._invokers import GenieInvoker, RetryPolicy
 from ._model import DialogueElement, DialogueFormat, GenieModel, SecondaryStore, VersionedModel
 from ._runtime import GenieFlow
+from ._stack import FlowFrame, FlowStatus
 from ._usage import Budget, PriceTable, SessionUsage, UsageTotals, report_usage
 from ._user import User
 from ._versions import Migration, flow_version
@@ -22,6 +31,8 @@ __all__ = [
     "Budget",
     "EventInput",
     "FailurePolicy",
+    "FlowFrame",
+    "FlowStatus",
     "GenieFlow",
     "SessionStartRequest",
     "Diagram",
@@ -34,6 +45,7 @@ __all__ = [
     "GenieStateMachine",
     "HistoryEntry",
     "HistoryKind",
+    "Interruption",
     "MapTaskTemplate",
     "Migration",
     "NamedQueueTaskTemplate",
@@ -42,6 +54,7 @@ __all__ = [
     "SecondaryStore",
     "SessionUsage",
     "State",
+    "SubFlow",
     "UsageTotals",
     "User",
     "VersionedModel",

@@ -19,6 +19,10 @@ class GenieMessageWithActions(GenieMessage):
     next_actions: list[str] = Field(default_factory=list)
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 _SESSION = "0190c3f2-6a8e-7d9b-a1f0-2c4b7e9d1a35"
 
 
@@ -67,6 +71,23 @@ class AIResponse(GenieMessageWithActions):
     error: str | None = None
     response: str | None = None
     progress: AIProgressResponse | None = None
+    # Left out of the JSON unless the session runs sub-flows or interruptions: Genie Flow's response otherwise.
+    active_flows: list[str] | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description="The flows running, the session's own first, while a sub-flow or interruption runs.",
+    )
+    interrupted_by: str | None = Field(
+        default=None, exclude_if=_is_none, description="The flow that interrupted the active one with this event."
+    )
+    resumed: str | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description="The flow that resumed (its state's response offered again) when the flow interrupting it ended.",
+    )
+    aborted: list[str] | None = Field(
+        default=None, exclude_if=_is_none, description="The flows that aborted with this event, innermost first."
+    )
 
 
 class AIStatusResponse(GenieMessageWithActions):

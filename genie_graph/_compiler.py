@@ -14,6 +14,7 @@ from ._flow import CompiledFlow, GenieCompat, compile_flow
 from ._invokers import InvokerRegistry
 from ._model import GenieModel
 from ._nodes import channels_schema, make_node
+from ._subflows import node_name
 from ._templates import TemplateLibrary
 
 
@@ -23,11 +24,16 @@ def graph_of(
     """The compiled LangGraph graph of an already compiled flow."""
     builder: StateGraph[Any] = StateGraph(flow.model_class)
     channels = channels_schema(flow.model_class)
-    for state_id, per_target in flow.targets.items():
-        destinations: dict[str, str] = {target: " | ".join(labels) for target, labels in per_target.items()}
-        if state_id in flow.finals:
+    for node, (owner, state_id) in flow.nodes.items():
+        destinations = {
+            node_name(flow, owner, target): " | ".join(labels) for target, labels in owner.targets[state_id].items()
+        }
+        if state_id in owner.subflows:
+            child = flow.children[owner.subflows[state_id].child]
+            destinations[node_name(flow, child, child.initial)] = "call"
+        if state_id in owner.finals and owner is flow:
             destinations[END] = "done"
-        builder.add_node(state_id, make_node(flow, state_id), destinations=destinations, input_schema=channels)
+        builder.add_node(node, make_node(owner, state_id, flow), destinations=destinations, input_schema=channels)
     builder.add_edge(START, flow.initial)
     graph = builder.compile(checkpointer=checkpointer, name=flow.model_class.__name__)
     graph.genie_flow = flow  # type: ignore[attr-defined]

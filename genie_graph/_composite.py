@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import jmespath
 
 from . import _tracing
-from ._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTemplate
+from ._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTemplate, SubFlow
 from ._failures import OnError, apply_on_error, note_failure, state_override
 from ._invokers import InvokerRegistry
 from ._invokers._base import run_blocking
@@ -141,6 +141,10 @@ class CompositeRunner:
                 raise FlowDefinitionError(flow, "an empty dict is not a template", [state_id])
             for part in template.values():
                 self.check(part, flow, state_id)
+        elif isinstance(template, SubFlow):
+            raise FlowDefinitionError(
+                flow, "a SubFlow is a state's whole template; it cannot be part of a composite template", [state_id]
+            )
         elif not callable(template):
             raise FlowDefinitionError(
                 flow,
@@ -196,6 +200,8 @@ class CompositeRunner:
             result = json.dumps({k: parse_if_json(r) for k, r in zip(keys, parts, strict=True)})
         elif isinstance(template, MapTaskTemplate):
             result = await self._run_map(template, render_data, progress, drag_net)
+        elif isinstance(template, SubFlow):  # refused by check(): a sub-flow state runs no template
+            raise TypeError("a SubFlow is run by its state's node, not as a template")
         else:
             result = await self._run_callable(template, render_data, drag_net)
         if not isinstance(template, list):  # a chain counts its hand-overs instead

@@ -7,8 +7,9 @@ joined with ``|``, hooks are found by name, and ``templates`` maps state ids to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from statemachine import State, StateMachine
 from statemachine.event_data import EventData
@@ -27,9 +28,11 @@ __all__ = [
     "CompositeTemplate",
     "EventData",
     "GenieStateMachine",
+    "Interruption",
     "MapTaskTemplate",
     "NamedQueueTaskTemplate",
     "State",
+    "SubFlow",
 ]
 
 
@@ -52,6 +55,94 @@ map_index_field='map_index', map_value_field='map_value')
     map_value_field: str = "map_value"
 
 
+FieldMap = Mapping[str, str] | Sequence[str]
+"""``{destination field: source field}``, or a list of names the two models share."""
+
+
+@dataclass(frozen=True)
+class SubFlow:
+    """A state that runs another flow and goes on when it returns (a ``templates`` entry).
+
+    The child flow starts in its initial state with a fresh model whose ``inputs`` fields are copied
+    from this flow's model. Its user states wait for events through the session as usual. When it
+    reaches a final state it *completes*: its ``outputs`` fields are copied back and this state sends
+    ``on_complete``. When it reaches one of its machine's ``abort_states`` it *aborts*: this state
+    sends ``on_abort`` if given, else this flow aborts too.
+
+    Attributes:
+        flow: the child flow's ``GenieModel`` subclass (any flow, also one registered on its own).
+        inputs: ``{child field: field of this model}`` copied in at the start, or a list of field
+            names both models have.
+        outputs: ``{field of this model: child field}`` copied back on completion, or a list of names.
+        on_complete: the event this state sends when the child completes (default: the first event
+            declared out of the state).
+        on_abort: the event this state sends when the child aborts (default: this flow aborts too).
+        name: the flow's name in node names (``<name>/<state>``), the history and ``active_flows``
+            (default: the model class's name in snake case, without ``Model``).
+
+    Example:
+        >>> templates = dict(
+        ...     taking_order="order/taking.jinja2",
+        ...     getting_address=SubFlow(AddressModel, inputs=["customer"], outputs={"address": "full_address"}),
+        ... )  # doctest: +SKIP
+    """
+
+    flow: type[GenieModel]
+    inputs: FieldMap = ()
+    outputs: FieldMap = ()
+    on_complete: str | None = None
+    on_abort: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """A flow that may interrupt this one (an entry of a machine's ``interruptions``).
+
+    Exactly one trigger: ``event`` (an event the user sends that the current state does not take
+    itself), ``when`` (a condition on the user's input: ``when(text, model)``, sync or async,
+    checked before the state's own transitions) or ``intent`` (the label the machine's
+    ``intent_classifier`` template answers for the user's input).
+
+    A trigger fires only in a user state that is ``interruptible`` (a machine attribute: ``True``,
+    ``False``, or the ids of the states that are). Interruptions declared by every flow running are
+    candidates; the highest ``priority`` wins, ties go to declaration order (the session's flow's
+    first). The interrupting flow starts with ``inputs`` copied from the interrupted flow's model
+    and the user's text as ``actor_input``; the text is recorded as the user's utterance.
+
+    Attributes:
+        flow: the interrupting flow's ``GenieModel`` subclass.
+        event: an event name that triggers it.
+        when: a condition on the user's input that triggers it.
+        intent: an intent label that triggers it (compared without case or surrounding space).
+        priority: higher wins when several fire.
+        on_abort: ``"abort"`` (default): if the interrupting flow aborts, the interrupted flow aborts
+            too; ``"resume"``: it resumes as after a completion (``outputs`` are not copied).
+        inputs: ``{interrupting flow's field: interrupted flow's field}``, or shared names.
+        outputs: ``{interrupted flow's field: interrupting flow's field}`` copied back on completion.
+        name: the flow's name (see :class:`SubFlow`).
+    """
+
+    flow: type[GenieModel]
+    event: str | None = None
+    when: Callable[..., bool | Awaitable[bool]] | None = None
+    intent: str | None = None
+    priority: int = 0
+    on_abort: Literal["abort", "resume"] = "abort"
+    inputs: FieldMap = ()
+    outputs: FieldMap = ()
+    name: str | None = None
+
+    @property
+    def trigger(self) -> str:
+        """The trigger, as the history and errors name it."""
+        if self.event is not None:
+            return f"event {self.event!r}"
+        if self.intent is not None:
+            return f"intent {self.intent!r}"
+        return f"condition {getattr(self.when, '__name__', 'when')}"
+
+
 class NamedQueueTaskTemplate(NamedTuple):
     """Run ``template`` on the worker queue ``queue_name`` (in process with the inline runner)."""
 
@@ -66,10 +157,11 @@ CompositeTemplate = (
     | dict[str, "CompositeTemplate"]
     | MapTaskTemplate
     | NamedQueueTaskTemplate
+    | SubFlow
 )
 """What a state's entry in ``templates`` may be: a template name, a Python callable (a custom step),
-a list (run in sequence), a dict (run in parallel), a ``MapTaskTemplate`` or a
-``NamedQueueTaskTemplate``."""
+a list (run in sequence), a dict (run in parallel), a ``MapTaskTemplate``, a
+``NamedQueueTaskTemplate``, or a ``SubFlow`` (the state runs another flow)."""
 
 
 class _GenieMachineMeta(StateMachineMetaclass):
@@ -105,6 +197,14 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
             the declaration, see :func:`~genie_graph.flow_version`).
         migrations: optional older version -> :class:`~genie_graph.Migration`: how sessions started
             on that version are carried over to this one when they are loaded.
+        interruptions: optional :class:`~genie_graph.Interruption` list: flows that may suspend this one
+            (and any flow it runs) when their trigger fires in a user state, then let it resume.
+        interruptible: whether this flow's user states may be interrupted: ``True`` (default),
+            ``False``, or the ids of the user states that may.
+        abort_states: final states that end this flow as *aborted* rather than completed (a
+            :class:`~genie_graph.SubFlow`'s ``on_abort`` event follows, or the caller aborts too).
+        intent_classifier: optional invoker template answering the intent label of the user's input
+            (``{{ user_input }}``, ``{{ intents }}``), for interruptions declared with ``intent=``.
 
     Example:
         >>> class QandAMachine(GenieStateMachine):
@@ -131,6 +231,10 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
     on_failure: ClassVar[Mapping[str, FailurePolicy | Mapping[str, Any]]] = {}
     version: ClassVar[str | None] = None
     migrations: ClassVar[Mapping[str, Migration]] = {}
+    interruptions: ClassVar[Sequence[Interruption]] = ()
+    interruptible: ClassVar[bool | Collection[str]] = True
+    abort_states: ClassVar[Collection[str]] = ()
+    intent_classifier: ClassVar[str | None] = None
 
     def __init__(self, model: GenieModel, **kwargs: Any) -> None:
         kwargs.setdefault("state_field", "state")

@@ -12,7 +12,7 @@ import asyncio
 import difflib
 import inspect
 import re
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,11 +23,22 @@ from statemachine.transition import Transition
 
 from . import _tracing
 from ._composite import CompositeRunner
-from ._declaration import CompositeTemplate, GenieStateMachine
+from ._declaration import CompositeTemplate, GenieStateMachine, SubFlow
 from ._failures import ON_ERROR_EVENT, FlowFailures, compile_failures
 from ._history import HistoryKind
 from ._invokers._base import run_blocking
 from ._model import Actor, DialoguePersistence, GenieModel, StateKind
+from ._stack import FlowStatus
+from ._subflows import (
+    FlowLink,
+    all_trigger_events,
+    check_abort_states,
+    check_interruptible,
+    compose,
+    node_name,
+    position,
+    trigger_events,
+)
 from ._usage import Budget, CallUsage
 from .errors import BudgetExceeded, EventNotAllowed, FlowDefinitionError
 
@@ -47,8 +58,15 @@ _RECORDING: dict[tuple[StateKind, StateKind], DialoguePersistence] = {
     (StateKind.USER, StateKind.INVOKER): DialoguePersistence.RAW,
     (StateKind.INVOKER, StateKind.USER): DialoguePersistence.RENDERED,
     (StateKind.INVOKER, StateKind.INVOKER): DialoguePersistence.NONE,
+    # A sub-flow state records what led to it (the user's text, an invoker's output); its return
+    # event renders the next user state as any transition out of an invoker state does.
+    (StateKind.USER, StateKind.SUBFLOW): DialoguePersistence.RAW,
+    (StateKind.INVOKER, StateKind.SUBFLOW): DialoguePersistence.RAW,
+    (StateKind.SUBFLOW, StateKind.USER): DialoguePersistence.RENDERED,
+    (StateKind.SUBFLOW, StateKind.INVOKER): DialoguePersistence.NONE,
+    (StateKind.SUBFLOW, StateKind.SUBFLOW): DialoguePersistence.NONE,
 }
-_ACTOR = {StateKind.USER: Actor.USER, StateKind.INVOKER: Actor.ASSISTANT}
+_ACTOR = {StateKind.USER: Actor.USER, StateKind.INVOKER: Actor.ASSISTANT, StateKind.SUBFLOW: Actor.ASSISTANT}
 _GENERIC_HOOKS = frozenset(
     {"on_enter_state", "on_exit_state", "before_transition", "on_transition", "after_transition"}
 )
@@ -135,6 +153,22 @@ class CompiledFlow:
     """Per-state failure policies (``on_failure``), resume limits and ``on_error`` moves."""
     budget: Budget | Callable[[GenieModel], Budget | None] | None = None
     """The machine's limit on what one session may spend on invoker calls (or a function of the model)."""
+    label: str = ""
+    nested: bool = False
+    """Compiled as a sub-flow or interrupting flow of another (its history entries name it)."""
+    """The flow's name in node names, the history and ``active_flows`` (see ``SubFlow.name``)."""
+    subflow_specs: dict[str, SubFlow] = field(default_factory=dict)
+    """Sub-flow state id -> its declaration; ``subflows`` holds them checked."""
+    subflows: dict[str, FlowLink] = field(default_factory=dict)
+    interruptions: list[FlowLink] = field(default_factory=list)
+    """The flows that may interrupt this one, in declaration order."""
+    interruptible: bool | frozenset[str] = True
+    abort_states: frozenset[str] = frozenset()
+    intent_classifier: str | None = None
+    children: dict[str, CompiledFlow] = field(default_factory=dict)
+    """Of the session's own flow: every flow it can reach (sub-flows, interruptions), by name."""
+    nodes: dict[str, tuple[CompiledFlow, str]] = field(default_factory=dict)
+    """Of the session's own flow: the session graph's node names -> (flow, state id)."""
 
     def budget_of(self, model: GenieModel) -> Budget | None:
         """The budget of ``model``'s session: the machine's, or what its budget function answers."""
@@ -170,13 +204,101 @@ class CompiledFlow:
             model.usage.add(state_id, call, prices.cost(call))
 
     @property
+    def history_label(self) -> str | None:
+        """How history entries name the flow: None for a session's own flow."""
+        return self.label if self.nested else None
+
+    @property
     def name(self) -> str:
         return f"{self.machine_class.__module__}.{self.machine_class.__qualname__}"
 
     @property
     def invoker_states(self) -> list[str]:
-        """Ids of the states whose node calls an invoker (a Celery worker's share of a run)."""
-        return [state_id for state_id, kind in self.kinds.items() if kind is StateKind.INVOKER]
+        """Nodes of the session graph that call an invoker (a Celery worker's share of a run)."""
+        return [node for node, (flow, state_id) in self.nodes.items() if flow.kinds[state_id] is StateKind.INVOKER]
+
+    def is_interruptible(self, state_id: str) -> bool:
+        """Whether an interruption may fire while this flow waits in user state ``state_id``."""
+        if self.kinds.get(state_id) is not StateKind.USER or state_id in self.finals:
+            return False
+        return self.interruptible if isinstance(self.interruptible, bool) else state_id in self.interruptible
+
+    # ---- the session graph's nodes (this flow's states, and its sub-flows' and interruptions') ----
+    def node_kind(self, node: str) -> StateKind | None:
+        """What node ``node`` of the session graph does (None: no such node)."""
+        found = self.nodes.get(node)
+        return None if found is None else found[0].kinds[found[1]]
+
+    def node_template(self, node: str) -> CompositeTemplate | None:
+        found = self.nodes.get(node)
+        return None if found is None else found[0].templates[found[1]]
+
+    def node_name(self, node: str) -> str:
+        """The state name of node ``node``."""
+        flow, state_id = self.nodes[node]
+        return flow.names[state_id]
+
+    def node_of(self, model: GenieModel) -> str:
+        """The node of the state the session is in (a sub-flow's or interruption's when one runs)."""
+        flow, state_id = position(self, model)
+        return node_name(self, flow, state_id)
+
+    def node_of_update(self, update: Mapping[str, Any], values: Mapping[str, Any] | None) -> str | None:
+        """The node a node's channel update moves the session to (None: it stays, or is not known yet)."""
+        if "flows" in update:
+            frames = (update["flows"] or {}).get("frames") or []
+            if frames:
+                child = self.children.get(frames[-1]["flow"])
+                state_id = None if child is None else child.id_by_value.get(frames[-1]["model"].get("state"))
+                return None if child is None or state_id is None else node_name(self, child, state_id)
+            state = update.get("state", (values or {}).get("state"))
+        elif "state" in update:
+            state = update["state"]
+        else:
+            return None
+        return self.id_by_value.get(state)
+
+    def flows_told(self, model: GenieModel) -> dict[str, Any]:
+        """What a response tells of the session's flows: empty unless sub-flows or interruptions ran."""
+        stack, told = model.flows, dict[str, Any]()
+        if stack.frames:
+            told["active_flows"] = [self.label] + [frame.flow for frame in stack.frames]
+        if stack.notice is not None:
+            told["interrupted_by"] = stack.notice.interrupted_by
+            told["resumed"] = stack.notice.resumed
+            told["aborted"] = list(stack.notice.aborted) or None
+        return told
+
+    def session_actions(self, model: GenieModel) -> list[str]:
+        """The events the session takes now: its active state's, then the interruptions' that may fire."""
+        if model.flows.status is FlowStatus.ABORTED:
+            return []
+        if not model.flows.frames and not self.interruptions:
+            return self.next_actions(self.state_of(model))
+        flow, state_id = position(self, model)
+        return flow.next_actions(state_id) + trigger_events(self, model)
+
+    def session_refusal(self, model: GenieModel, event: str, reason: str = "") -> EventNotAllowed:
+        """The error refusing ``event`` where the session is now (nothing is changed)."""
+        flow, state_id = position(self, model)
+        node = node_name(self, flow, state_id)
+        allowed = self.session_actions(model)
+        if model.flows.status is FlowStatus.ABORTED:
+            reason = reason or "the session's flow was aborted; it takes no more events"
+        elif not reason and event in all_trigger_events(self) and event not in allowed:
+            reason = (
+                f"event {event!r} interrupts a flow, but state {state_id!r} of flow {flow.label!r} "
+                "may not be interrupted (see the machine's `interruptible`)"
+            )
+        refusal = flow._refusal(model, state_id, event, reason)
+        return EventNotAllowed(
+            session_id=model.session_id,
+            state=node,
+            state_name=refusal.state_name,
+            allowed=allowed,
+            received=event,
+            reason=refusal.reason,
+        )
 
     # ---- state lookup -------------------------------------------------------------------
     def state_of(self, model: GenieModel) -> str:
@@ -223,7 +345,7 @@ class CompiledFlow:
             activation = machine.activate_initial_state()  # type: ignore[no-untyped-call]
             if inspect.isawaitable(activation):
                 await activation
-        model.record_history(HistoryKind.STATE_ENTERED, state=self.initial)
+        model.record_history(HistoryKind.STATE_ENTERED, state=self.initial, flow=self.history_label)
         if record_intro:
             model.add_dialogue_element(Actor.ASSISTANT, self.render(self.initial, model))
 
@@ -301,7 +423,7 @@ class CompiledFlow:
             await _call(machine, target.enter.key, *args, **kwargs)
         await _call(machine, transition.after.key, *args, **kwargs)
         recorder.after_transition(kwargs["event_data"], target)
-        model.record_history(HistoryKind.EVENT, state=source.id, event=event, target=target.id)
+        model.record_history(HistoryKind.EVENT, state=source.id, event=event, target=target.id, flow=self.history_label)
         for observe in self.observers:
             observe(source.id, event, chosen)
 
@@ -403,8 +525,13 @@ def compile_flow(
     model_class: type[GenieModel],
     runner: CompositeRunner,
     compat: GenieCompat | None = None,
+    *,
+    composed: bool = True,
 ) -> CompiledFlow:
     """Validate a model class and its machine, and compile them.
+
+    With ``composed`` (the default), the flows it reaches through sub-flows and interruptions are
+    compiled too and linked into it (``children``, ``nodes``): it is a session's own flow.
 
     Raises:
         FlowDefinitionError: naming the states, events or hooks at fault.
@@ -474,8 +601,15 @@ def compile_flow(
             )
 
     kinds: dict[str, StateKind] = {}
+    subflow_specs: dict[str, SubFlow] = {}
     for state in states:
         template = templates[state.id]
+        if isinstance(template, SubFlow):
+            if state.final:
+                raise FlowDefinitionError(name, "a final state cannot run a sub-flow", [state.id])
+            subflow_specs[state.id] = template
+            kinds[state.id] = StateKind.SUBFLOW
+            continue
         runner.check(template, name, state.id)
         kinds[state.id] = StateKind.INVOKER if runner.invokes(template) else StateKind.USER
 
@@ -559,7 +693,11 @@ def compile_flow(
         targets=targets,
         budget=budget,
         failures=failures,
+        subflow_specs=subflow_specs,
+        intent_classifier=_intent_classifier(name, machine_class, runner),
     )
+    flow.interruptible = check_interruptible(flow)
+    flow.abort_states = check_abort_states(flow)
     try:  # resolves every cond/unless name and expression, as python-statemachine does per instance
         flow.machine_class(model_class.model_construct(state=by_id[initials[0]].value), listeners=[])
     except InvalidDefinition as exc:
@@ -571,4 +709,25 @@ def compile_flow(
             if close:
                 fix = f"Did you mean {close[0]!r}? " + fix
         raise FlowDefinitionError(name, str(exc), fix=fix) from exc
+    if composed:  # the flows it calls or that interrupt it, compiled into the same session graph
+        compose(flow, lambda child: compile_flow(child, runner, compat, composed=False))
     return flow
+
+
+def _intent_classifier(name: str, machine_class: type[GenieStateMachine], runner: CompositeRunner) -> str | None:
+    template = getattr(machine_class, "intent_classifier", None)
+    if template is None:
+        return None
+    if not isinstance(template, str):
+        raise FlowDefinitionError(
+            name, f"intent_classifier must be a template name, got {template!r}", ["intent_classifier"]
+        )
+    runner.check(template, name, "intent_classifier")
+    if not runner.invokes(template):
+        raise FlowDefinitionError(
+            name,
+            f"intent_classifier {template!r} declares no invoker",
+            ["intent_classifier"],
+            fix="Put a meta.yaml with an invoker in its directory; it answers the intent label for {{ user_input }}",
+        )
+    return template

@@ -32,6 +32,16 @@ class HistoryKind(StrEnum):
     """An invoker state was not run: the session's budget is spent."""
     MIGRATED = "migrated"
     """The session was loaded from an older flow version and migrated (``detail``: from, to)."""
+    FLOW_STARTED = "flow_started"
+    """``flow`` started, as a sub-flow called by ``state`` or interrupting it (``detail``: kind)."""
+    FLOW_INTERRUPTED = "flow_interrupted"
+    """``flow`` was suspended in ``state`` (``detail``: by which flow, and what triggered it)."""
+    FLOW_RESUMED = "flow_resumed"
+    """``flow`` resumed in ``state`` after the flow interrupting it ended."""
+    FLOW_COMPLETED = "flow_completed"
+    """``flow`` reached its final state ``state``."""
+    FLOW_ABORTED = "flow_aborted"
+    """``flow`` aborted in ``state`` (one of its ``abort_states``, or a flow it depended on aborted)."""
 
 
 def _utc_now() -> datetime:
@@ -52,6 +62,7 @@ class HistoryEntry(BaseModel):
         duration_ms: how long an invoker run or call took.
         attempt: which call of an invoker failed (1 is the first).
         error: what went wrong, for failures.
+        flow: the sub-flow or interrupting flow the entry is about; None for the session's own flow.
         detail: anything else, as JSON data.
     """
 
@@ -67,4 +78,5 @@ class HistoryEntry(BaseModel):
     duration_ms: float | None = None
     attempt: int | None = None
     error: str | None = None
+    flow: str | None = None
     detail: dict[str, Any] | None = None

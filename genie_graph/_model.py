@@ -30,6 +30,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PrivateAttr,
     field_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -37,6 +38,7 @@ from pydantic_core import core_schema, to_json
 
 from genie_graph import _packing
 from genie_graph._history import HistoryEntry, HistoryKind
+from genie_graph._stack import FlowStack, flow_label
 from genie_graph._usage import SessionUsage
 from genie_graph.errors import SchemaUpgradeError, SecondaryStorageError, SerializationError
 
@@ -69,6 +71,8 @@ class StateKind(IntEnum):
 
     USER = 0
     INVOKER = 1
+    SUBFLOW = 2
+    """The state runs another flow (a :class:`~genie_graph.SubFlow`) and goes on when it returns."""
 
 
 class DialoguePersistence(StrEnum):
@@ -575,9 +579,13 @@ class GenieModel(VersionedModel):
     flow_version: str | None = Field(default=None, description="the version of the flow the session started with")
     usage: SessionUsage = Field(default_factory=SessionUsage, description="tokens and cost of the invoker calls")
     history: list[HistoryEntry] = Field(default_factory=list, description="what happened, oldest first (bounded)")
+    flows: FlowStack = Field(default_factory=FlowStack, description="the sub-flows and interruptions running now")
 
     history_limit: ClassVar[int] = 200
     """How many history entries a session keeps; the oldest are dropped beyond it."""
+
+    _active_flows: list[str] | None = PrivateAttr(default=None)
+    """Set on the model a node works on: the flows on the session's stack, for ``active_flows``."""
 
     @field_validator(*_packing.PACKED_FIELDS, mode="before")
     @classmethod
@@ -700,13 +708,15 @@ class GenieModel(VersionedModel):
           or None when there is no state or :meth:`get_state_machine_class` is not implemented.
         * ``last_user_message`` and ``last_bot_message``: the latest utterance of the user and of
           the assistant in the dialogue (Colang's context variables), or None.
+        * ``active_flows``: the names of the flows running now, the session's own first and the one
+          this template belongs to last (sub-flows and interruptions in between).
 
         Returns:
             A fresh dict.
         """
         # The history is left out: templates see what they need of it as last_user_message and the like,
         # and dumping up to history_limit entries for every render would cost every turn.
-        data = self.model_dump(serialize_as_any=True, exclude={"secondary_storage", "history"})
+        data = self.model_dump(serialize_as_any=True, exclude={"secondary_storage", "history", "flows"})
         data["secondary_storage"] = {
             key: value.model_dump(serialize_as_any=True) for key, value in self.secondary_storage._values.items()
         }
@@ -717,6 +727,7 @@ class GenieModel(VersionedModel):
         data["state_id"], data["state_name"] = self._state_id_and_name()
         data["last_user_message"] = self._last_text(Actor.USER)
         data["last_bot_message"] = self._last_text(Actor.ASSISTANT)
+        data["active_flows"] = list(self._active_flows or [flow_label(type(self))])
         return data
 
     def _last_text(self, actor: Actor) -> str | None:

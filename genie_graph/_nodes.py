@@ -45,6 +45,9 @@ from ._flow import CompiledFlow
 from ._history import HistoryKind
 from ._model import GenieModel, StateKind
 from ._packing import PACKED_FIELDS, pack, packing
+from ._subflows import call_subflow, model_at, node_name, pick_interruption, store_model
+from ._subflows import finish as finish_flow
+from ._subflows import interrupt as interrupt_flow
 from ._usage import collecting_usage
 from .errors import BudgetExceeded, EventNotAllowed, RunCutOff
 
@@ -113,14 +116,51 @@ def changed_fields(before: Mapping[str, Any], after: GenieModel) -> dict[str, An
     return {name: value for name, value in as_json(after).items() if before.get(name) != value}
 
 
-def _waiting_payload(flow: CompiledFlow, model: GenieModel, state_id: str, error: str | None) -> dict[str, Any]:
+@dataclass
+class _Scope:
+    """Where a node runs: the session's model, and which flow of its stack the node's state belongs to.
+
+    A node works on its flow's model (the session's own, or a sub-flow's kept in a frame); the
+    update it returns is what differs in the session's channels.
+    """
+
+    root: CompiledFlow
+    flow: CompiledFlow
+    node: str
+    session: GenieModel
+    index: int
+    """The frame of the node's flow on the session's stack; -1 for the session's own flow."""
+    before: Mapping[str, Any]
+    """The channels as the node got them."""
+
+    @property
+    def label(self) -> str | None:
+        """The flow's name in history entries (None for the session's own flow)."""
+        return None if self.index < 0 else self.flow.label
+
+    def update(self, model: GenieModel) -> dict[str, Any]:
+        """What the node changed, ``model`` being its flow's model (stored back into its frame)."""
+        if self.index < 0:  # the session's own model (or one a failed transition rolled back to)
+            return changed_fields(self.before, model)
+        store_model(self.root, self.session, self.index, model)
+        return changed_fields(self.before, self.session)
+
+    def goto(self, model: GenieModel) -> str:
+        """The node of the state ``model`` is in now."""
+        return node_name(self.root, self.flow, self.flow.state_of(model))
+
+    def refusal(self, event: str, reason: str = "") -> EventNotAllowed:
+        return self.root.session_refusal(self.session, event, reason)
+
+
+def _waiting_payload(scope: _Scope, model: GenieModel) -> dict[str, Any]:
     last = model.dialogue[-1].actor_text if model.dialogue else None
     return {
         "session_id": model.session_id,
-        "state": state_id,
+        "state": scope.node,
         "response": last,
-        "next_actions": flow.next_actions(state_id),
-        "error": error,
+        "next_actions": scope.root.session_actions(scope.session),
+        "error": model.task_error,
     }
 
 
@@ -158,30 +198,39 @@ def _refuse(state_id: str, refusal: EventNotAllowed, report: EventReport | None,
     return Command(update={"task_error": refusal.to_json()}, goto=state_id)
 
 
-async def _await_event(
-    flow: CompiledFlow, model: GenieModel, state_id: str, before: Mapping[str, Any], waiting_error: str | None = None
-) -> Command[Any]:
-    """Interrupt until an event arrives, then run the transition it takes.
+async def _await_event(scope: _Scope, model: GenieModel, waiting_error: str | None = None) -> Command[Any]:
+    """Interrupt until an event arrives, then run the transition it takes (or the interruption it triggers).
 
     Nothing happens before ``interrupt()``: LangGraph re-runs the node from the top when it is
     resumed, and each hook must run once.
     """
-    resume = interrupt(_waiting_payload(flow, model, state_id, model.task_error))
+    resume = interrupt(_waiting_payload(scope, model))
     report = current_report.get()
+    flow, session = scope.flow, scope.session
     try:
         event, text = _parse_resume(resume)
+        session.flows.notice = None  # what this event leads to is told afresh
+        link = await pick_interruption(scope.root, session, model, event, text) if scope.root.children else None
+        if link is not None:
+            target = interrupt_flow(scope.root, session, scope.index, model, link, event, text, scope.node)
+            update = changed_fields(scope.before, session)
+            if report is not None:
+                report.accept(target)
+            return Command(update=update, goto=target)
         await flow.send(model, event, text)
     except EventNotAllowed as refusal:
-        return _refuse(state_id, refusal, report, waiting_error)
+        declared = refusal.received in refusal.allowed  # its conditions failed: the flow's reason stands
+        return _refuse(scope.node, scope.refusal(event, refusal.reason if declared else ""), report, waiting_error)
     except _BadResume as bad:
-        return _refuse(state_id, flow.refusal(model, "?", str(bad)), report, waiting_error)
+        return _refuse(scope.node, scope.refusal("?", str(bad)), report, waiting_error)
     target = flow.state_of(model)
     if flow.kinds[target] is StateKind.INVOKER:  # counted before the run starts, as Genie Flow does
         current_progress.get().begin(target, flow.runner.count(flow.templates[target]) + 1)
-    update = changed_fields(before, model)  # a model that cannot be stored fails here, before acceptance
+    update = scope.update(model)  # a model that cannot be stored fails here, before acceptance
+    goto = scope.goto(model)
     if report is not None:
-        report.accept(target)
-    return Command(update=update, goto=_goto(flow, model))
+        report.accept(goto)
+    return Command(update=update, goto=goto)
 
 
 def _parse_resume(value: Any) -> tuple[str, str]:
@@ -191,10 +240,6 @@ def _parse_resume(value: Any) -> tuple[str, str]:
         raise _BadResume(f'resume with {{"event": <name>, "event_input": <text>}}, got {value!r}')
     text = value.get("event_input", "")
     return value["event"], "" if text is None else str(text)
-
-
-def _goto(flow: CompiledFlow, model: GenieModel) -> str:
-    return flow.state_of(model)
 
 
 def _run_blocking(afunc: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
@@ -230,32 +275,53 @@ def _name_session(model: GenieModel, config: RunnableConfig) -> None:
         model.session_id = str((config.get("configurable") or {}).get("thread_id") or "")
 
 
-def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
-    """The LangGraph node for state ``state_id`` (sync and async)."""
+def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = None) -> RunnableCallable:
+    """The LangGraph node for state ``state_id`` of ``flow`` (sync and async).
+
+    ``root``: the session's own flow, when ``flow`` is one of its sub-flows or interrupting flows.
+    """
+    root = root or flow
+    node_id = node_name(root, flow, state_id)
     kind = flow.kinds[state_id]
     is_initial = state_id == flow.initial
     is_final = state_id in flow.finals
+    nested = flow is not root
 
-    async def user_node(model: GenieModel, config: RunnableConfig, before: Mapping[str, Any]) -> Command[Any]:
+    async def finish_node(model: GenieModel, config: RunnableConfig, scope: _Scope) -> Command[Any]:
+        if not nested:
+            return Command(goto=END)
+        store_model(root, scope.session, scope.index, model)
+        goto = await finish_flow(root, scope.session, model)  # back to the flow below, which goes on
+        return Command(update=changed_fields(scope.before, scope.session), goto=goto)
+
+    async def user_node(model: GenieModel, config: RunnableConfig, scope: _Scope) -> Command[Any]:
         if is_initial and model.state is None:
             _name_session(model, config)
-            record = (config.get("configurable") or {}).get(RECORD_INTRO, True)
+            record = True if nested else (config.get("configurable") or {}).get(RECORD_INTRO, True)
             await flow.enter_initial_state(model, record_intro=bool(record))
-            return Command(update=changed_fields(before, model), goto=state_id)
+            return Command(update=scope.update(model), goto=node_id)
         if is_final:
-            return Command(goto=END)
-        return await _await_event(flow, model, state_id, before)
+            return await finish_node(model, config, scope)
+        return await _await_event(scope, model)
 
-    async def invoker_node(model: GenieModel, config: RunnableConfig, before: Mapping[str, Any]) -> Command[Any]:
-        report = current_report.get()
-        if report is not None:
-            report.durable.set()  # this node runs after the accepted transition was saved
-        if _invoker_is_waiting(model, state_id):
-            return await _await_event(flow, model, state_id, before, model.task_error)
+    async def subflow_node(model: GenieModel, config: RunnableConfig, scope: _Scope) -> Command[Any]:
         if is_initial and model.state is None:
             _name_session(model, config)
             await flow.enter_initial_state(model, record_intro=False)
-        entered = as_json(model) if model.state is not None and before.get("state") is None else before
+        goto = call_subflow(root, scope.session, scope.index, model, node_id)
+        return Command(update=changed_fields(scope.before, scope.session), goto=goto)
+
+    async def invoker_node(model: GenieModel, config: RunnableConfig, scope: _Scope) -> Command[Any]:
+        report = current_report.get()
+        if report is not None:
+            report.durable.set()  # this node runs after the accepted transition was saved
+        if _invoker_is_waiting(model, node_id):
+            return await _await_event(scope, model, model.task_error)
+        if is_initial and model.state is None:
+            _name_session(model, config)
+            await flow.enter_initial_state(model, record_intro=False)
+        initial_run = model.state is not None and scope.before.get("state") is None
+        entered = as_json(model) if nested or initial_run else scope.before
         template = flow.templates[state_id]
         progress = current_progress.get()
         progress.begin(state_id, flow.runner.count(template) + 1)
@@ -263,7 +329,7 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
         failure: Exception | None = None
         handled: Exception | None = None  # a failure its on_error turned into an event or a move
         error_state: str | None = None
-        starts = await count_start(model.session_id, state_id, config)
+        starts = await count_start(model.session_id, node_id, config)
         started = time.perf_counter()
         override = flow.failures.overrides.get(state_id)
         with collecting_usage() as usage, failure_scope(override) as failed_calls:
@@ -293,23 +359,25 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
 
         def record_run(model: GenieModel) -> None:
             """What the run leaves on the model whatever its transition does: usage and history."""
-            flow.add_usage(model, state_id, usage.calls)
+            flow.add_usage(model, node_id, usage.calls)
             record_cut_offs(model, state_id, starts)
             for call in failed_calls:
                 model.record_history(
                     HistoryKind.INVOKER_FAILURE,
                     state=state_id,
+                    flow=scope.label,
                     template=call.template,
                     attempt=call.attempt,
                     error=call.error,
                     duration_ms=call.duration_ms,
                 )
             if isinstance(failure, BudgetExceeded):  # it did not run: its budget_refused entry says so
-                model.record_history(HistoryKind.BUDGET_REFUSED, state=state_id, error=str(failure))
+                model.record_history(HistoryKind.BUDGET_REFUSED, state=state_id, flow=scope.label, error=str(failure))
             else:
                 model.record_history(
                     HistoryKind.INVOKER_RUN,
                     state=state_id,
+                    flow=scope.label,
                     outcome="ok" if failed is None else "failed",
                     duration_ms=duration_ms,
                     error=None if failed is None else f"{type(failed).__name__}: {failed}",
@@ -333,8 +401,8 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
             record_run(model)
         progress.add_done()
         if failure is None and stuck is None:
-            return Command(update=changed_fields(before, model), goto=_goto(flow, model))
-        error: dict[str, Any] = {"session_id": model.session_id, "state": state_id}
+            return Command(update=scope.update(model), goto=scope.goto(model))
+        error: dict[str, Any] = {"session_id": model.session_id, "state": node_id}
         if failure is not None:
             error["exception"] = f"{type(failure).__name__}: {failure}"
         if isinstance(failure, BudgetExceeded):
@@ -343,31 +411,36 @@ def make_node(flow: CompiledFlow, state_id: str) -> RunnableCallable:
             error["transition_error"] = f"{type(stuck).__name__}: {stuck}"
             error[_WAITING] = True
         model.task_error = json.dumps(error)
-        return Command(update=changed_fields(before, model), goto=state_id if stuck else _goto(flow, model))
-
-    async def final_node(model: GenieModel, config: RunnableConfig, before: Mapping[str, Any]) -> Command[Any]:
-        return Command(goto=END)
+        return Command(update=scope.update(model), goto=node_id if stuck else scope.goto(model))
 
     if is_final and kind is StateKind.USER:
-        afunc: Callable[..., Coroutine[Any, Any, Command[Any]]] = final_node if not is_initial else user_node
+        afunc: Callable[..., Coroutine[Any, Any, Command[Any]]] = finish_node if not is_initial else user_node
     elif kind is StateKind.INVOKER:
         afunc = invoker_node
+    elif kind is StateKind.SUBFLOW:
+        afunc = subflow_node
     else:
         afunc = user_node
 
-    traced = _tracing.traced_node(afunc, flow, state_id)
+    traced = _tracing.traced_node(afunc, flow, state_id, node_id)
 
     async def node(channels: dict[str, Any], config: RunnableConfig) -> Command[Any]:
         # The node reads the channels as they are and validates them once; the update it returns
         # is what differs from them (no dump of the model as it came in).
-        return await traced(flow.model_class.model_validate(channels), config, channels)
+        session = root.model_class.model_validate(channels)
+        index = len(session.flows.frames) - 1 if nested else -1
+        if nested and (index < 0 or session.flows.frames[index].flow != flow.label):
+            active = session.flows.frames[-1].flow if index >= 0 else root.label
+            raise RuntimeError(f"node {node_id} ran while flow {active!r} is active")
+        scope = _Scope(root, flow, node_id, session, index, channels)
+        return await traced(model_at(root, session, index), config, scope)
 
     def func(channels: dict[str, Any], config: RunnableConfig) -> Command[Any]:
         return _run_blocking(node, channels, config)  # type: ignore[no-any-return]
 
     # What LangGraph makes of a plain function node: its signature is read once, not on every call,
     # and no callback run is opened per node (trace=False); models called inside still stream tokens.
-    return RunnableCallable(func, node, name=state_id, trace=False)
+    return RunnableCallable(func, node, name=node_id, trace=False)
 
 
 def channels_schema(model_class: type[GenieModel]) -> type[Any]:

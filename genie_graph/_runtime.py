@@ -43,6 +43,7 @@ from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
 from ._model import GenieModel, StateKind, reachable_types
 from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
 from ._packing import packing_channels
+from ._stack import FlowStatus
 from ._stores import FeedItem, SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
 from ._usage import PriceTable
@@ -86,7 +87,12 @@ _FOLLOW_KEEPALIVE_SECONDS = 15.0
 
 def _state_item(flow: CompiledFlow, state_id: str) -> dict[str, Any]:
     """A feed's ``state`` item: the state the session entered."""
-    return {"state": state_id, "name": flow.names[state_id], "kind": flow.kinds[state_id].name.lower()}
+    kind = flow.node_kind(state_id)
+    return {
+        "state": state_id,
+        "name": flow.node_name(state_id),
+        "kind": kind.name.lower() if kind is not None else None,
+    }
 
 
 def default_data_dir() -> Path:
@@ -817,9 +823,9 @@ class GenieFlow:
                 else:
                     interrupts += tuple(chunk.get(_INTERRUPT, ()))
                     for update in chunk.values():
-                        state_id = flow.id_by_value.get(update.get("state")) if isinstance(update, dict) else None
-                        if state_id is not None:
-                            feed.put("state", _state_item(flow, state_id))
+                        node = flow.node_of_update(update, values) if isinstance(update, dict) else None
+                        if node is not None:
+                            feed.put("state", _state_item(flow, node))
         if values is not None:
             values = {key: value for key, value in values.items() if key != _INTERRUPT}
         snapshot = None
@@ -848,7 +854,7 @@ class GenieFlow:
             # a user state is next: run it up to its interrupt, so the session waits for an event
 
     def _queue_of(self, flow: CompiledFlow, state_id: str) -> str:
-        template = flow.templates.get(state_id)
+        template = flow.node_template(state_id)
         return template.queue_name if isinstance(template, NamedQueueTaskTemplate) else DEFAULT_QUEUE
 
     async def _dispatch(self, model_key: str, session_id: str, run_id: str, snapshot: StateSnapshot) -> None:
@@ -909,13 +915,12 @@ class GenieFlow:
             await store.drop_step(session_id, step_token)
 
     def _answer(self, flow: CompiledFlow, model: GenieModel) -> AIResponse:
-        state_id = flow.state_of(model)
+        actions = flow.session_actions(model)
+        told = flow.flows_told(model)
         if model.task_error:
-            return AIResponse(
-                session_id=model.session_id, error=model.task_error, next_actions=flow.next_actions(state_id)
-            )
+            return AIResponse(session_id=model.session_id, error=model.task_error, next_actions=actions, **told)
         last = model.dialogue[-1].actor_text if model.dialogue else ""
-        return AIResponse(session_id=model.session_id, response=last, next_actions=flow.next_actions(state_id))
+        return AIResponse(session_id=model.session_id, response=last, next_actions=actions, **told)
 
     # ---- sessions -----------------------------------------------------------------------
     @_tracing.traced_create
@@ -1093,7 +1098,7 @@ class GenieFlow:
         if store.shared:
             error = await store.pop_error(session_id) or error
         if error is not None:
-            return AIResponse(session_id=session_id, error=error, next_actions=flow.next_actions(flow.state_of(model)))
+            return AIResponse(session_id=session_id, error=error, next_actions=flow.session_actions(model))
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             return AIResponse(session_id=session_id, next_actions=[POLL])
         return self._answer(flow, model)
@@ -1164,7 +1169,7 @@ class GenieFlow:
         return (
             bool(snapshot.next)
             and not snapshot.interrupts
-            and all(flow.kinds.get(node) is StateKind.INVOKER for node in snapshot.next)
+            and all(flow.node_kind(node) is StateKind.INVOKER for node in snapshot.next)
         )
 
     @_tracing.traced_event
@@ -1201,21 +1206,22 @@ class GenieFlow:
         self._forget_finished_run(session_id)
         if store.shared:
             await store.pop_error(session_id)  # a failure nobody polled is superseded by this event
-        state_id = flow.state_of(model)
+        state_id = flow.node_of(model)
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             raise SessionBusy(session_id, event.event)
         if not snapshot.interrupts:
-            allowed = [] if state_id in flow.finals else flow.next_actions(state_id)
+            ended = state_id in flow.finals or model.flows.status is FlowStatus.ABORTED
+            allowed = [] if ended else flow.session_actions(model)
             raise EventNotAllowed(
                 session_id,
                 state_id,
-                flow.names[state_id],
+                flow.node_name(state_id),
                 allowed,
                 event.event,
                 f"session is in state {state_id!r}, which waits for no event",
             )
-        if event.event not in flow.events_out[state_id]:
-            raise flow.refusal(model, event.event)
+        if event.event not in flow.session_actions(model):
+            raise flow.session_refusal(model, event.event)
         await store.touch(record)
         mark = await store.mark(session_id)
         report = EventReport()
@@ -1226,7 +1232,7 @@ class GenieFlow:
         if run is None:  # another process started a run meanwhile
             raise SessionBusy(session_id, event.event)
         await report.decided.wait()
-        if report.accepted and flow.kinds[report.target] is StateKind.INVOKER:  # type: ignore[index]
+        if report.accepted and flow.node_kind(report.target) is StateKind.INVOKER:  # type: ignore[arg-type]
             await report.durable.wait()  # answer "poll" only once the transition survives a restart
             return AIResponse(session_id=session_id, next_actions=[POLL])
         assert run.task is not None
@@ -1238,7 +1244,7 @@ class GenieFlow:
                 session_id,
                 event.event,
                 run.error or "the run ended before the transition",
-                flow.next_actions(state_id),
+                flow.session_actions(model),
             )
         if run.error is not None:
             if self._runs.get(session_id) is run:
@@ -1320,7 +1326,7 @@ class GenieFlow:
             state.finished = True
             model = await self._get_model(state.model_key, state.session_id)
             flow = self._flow_for(state.model_key, model)
-            return {"event": "response", "data": state.answer.model_dump(mode="json"), "state": flow.state_of(model)}
+            return {"event": "response", "data": state.answer.model_dump(mode="json"), "state": flow.node_of(model)}
         while True:
             try:
                 item = await asyncio.wait_for(state.queue.get(), timeout=_FOLLOW_CHECK_SECONDS)
@@ -1341,7 +1347,7 @@ class GenieFlow:
             state.finished = True
             model = await self._get_model(state.model_key, state.session_id)
             flow = self._flow_for(state.model_key, model)
-            return {"event": "response", "data": final.model_dump(mode="json"), "state": flow.state_of(model)}
+            return {"event": "response", "data": final.model_dump(mode="json"), "state": flow.node_of(model)}
 
     async def astream_event(self, model_key: str, event: EventInput) -> AsyncGenerator[FeedItem, None]:
         """Send an event and follow what its run does, as it happens.
@@ -1427,7 +1433,7 @@ class GenieFlow:
         flow = self._flow_for(model_key, model)
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             return AIStatusResponse(session_id=session_id, ready=False, next_actions=[])
-        return AIStatusResponse(session_id=session_id, ready=True, next_actions=flow.next_actions(flow.state_of(model)))
+        return AIStatusResponse(session_id=session_id, ready=True, next_actions=flow.session_actions(model))
 
     def get_task_state(self, model_key: str, session_id: str) -> AIStatusResponse:
         """Whether the session is ready for an event, and which events it accepts."""
@@ -1499,7 +1505,7 @@ class GenieFlow:
             return Diagram(flow)
         model = self.get_model(model_key, session_id)
         flow = self._registered[model_key].serving(model.flow_version).flow
-        return Diagram(flow, flow.state_of(model))
+        return Diagram(flow, flow.node_of(model))
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def _close(self, timeout: float) -> None:

@@ -404,16 +404,16 @@ def _node_attributes(flow: CompiledFlow, state_id: str, model: GenieModel, confi
 
 
 def traced_node(
-    afunc: Callable[..., Coroutine[Any, Any, T]], flow: CompiledFlow, state_id: str
+    afunc: Callable[..., Coroutine[Any, Any, T]], flow: CompiledFlow, state_id: str, node_id: str | None = None
 ) -> Callable[..., Coroutine[Any, Any, T]]:
-    """A state's node with a ``genie.state <id>`` span carrying LangGraph's ids."""
+    """A state's node with a ``genie.state <node>`` span carrying LangGraph's ids."""
 
     @functools.wraps(afunc)
     async def node(model: GenieModel, config: RunnableConfig, *rest: Any) -> T:
         settings = _active.get()
         if settings is None:
             return await afunc(model, config, *rest)
-        with _span(settings, f"genie.state {state_id}", _node_attributes(flow, state_id, model, config)):
+        with _span(settings, f"genie.state {node_id or state_id}", _node_attributes(flow, state_id, model, config)):
             return await afunc(model, config, *rest)
 
     return node

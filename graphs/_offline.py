@@ -36,6 +36,18 @@ def extract_name(statement: str) -> str:
     return "UNDEFINED"
 
 
+_INTENT_WORDS = {"help": ("help", "how does", "how do", "what can")}
+
+
+def classify_intent(statement: str, intents: list[str]) -> str:
+    """The first intent whose cue words the statement contains, or ``none``."""
+    lowered = statement.lower()
+    for intent in intents:
+        if any(cue in lowered for cue in _INTENT_WORDS.get(intent, (intent,))):
+            return intent
+    return "none"
+
+
 def answer(prompt: str) -> str:
     """Answer one of the example prompts deterministically."""
     topic = _section(prompt, "TOPIC")
@@ -45,6 +57,12 @@ def answer(prompt: str) -> str:
     if aspect is not None:
         return f"{aspect.capitalize()} matters; an online model would say how much."
     statement = _section(prompt, "MOST RECENT HUMAN STATEMENT") or prompt.strip()
+    intents = _section(prompt, "INTENTS")
+    if intents is not None:
+        return classify_intent(statement, [intent.strip() for intent in intents.split(",")])
+    items = _section(prompt, "ITEMS ORDERED")
+    if items is not None:
+        return "You have not ordered anything yet." if items.startswith("(") else f"So far you ordered: {items}."
     if "extract the name" in prompt:
         return extract_name(statement)
     if any(word in statement.lower().split() for word in _STOP_WORDS):
