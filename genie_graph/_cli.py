@@ -306,10 +306,11 @@ class _Chat:
     def show_state(self) -> None:
         model = self.flow.get_model(self.key, self.session_id)
         compiled = self.flow.flow_of(self.key)
-        state_id = compiled.state_of(model)
-        kind = compiled.kinds[state_id].name.lower()
+        state_id = compiled.node_of(model)
+        kind = compiled.node_kind(state_id).name.lower()  # type: ignore[union-attr]
         print(
-            f"state: {state_id} ({compiled.names[state_id]}, {kind}); events: {', '.join(self.actions) or '(none)'}",
+            f"state: {state_id} ({compiled.node_name(state_id)}, {kind}); "
+            f"events: {', '.join(self.actions) or '(none)'}",
             file=self.out,
         )
 

@@ -210,9 +210,10 @@ async def _await_event(scope: _Scope, model: GenieModel, waiting_error: str | No
     try:
         event, text = _parse_resume(resume)
         session.flows.notice = None  # what this event leads to is told afresh
-        link = await pick_interruption(scope.root, session, model, event, text) if scope.root.children else None
-        if link is not None:
-            target = interrupt_flow(scope.root, session, scope.index, model, link, event, text, scope.node)
+        fired = await pick_interruption(scope.root, session, model, event, text) if scope.root.children else None
+        if fired is not None:
+            declared_by, link = fired
+            target = interrupt_flow(scope.root, session, scope.index, model, declared_by, link, event, text, scope.node)
             update = changed_fields(scope.before, session)
             if report is not None:
                 report.accept(target)

@@ -1210,16 +1210,15 @@ class GenieFlow:
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             raise SessionBusy(session_id, event.event)
         if not snapshot.interrupts:
-            ended = state_id in flow.finals or model.flows.status is FlowStatus.ABORTED
-            allowed = [] if ended else flow.session_actions(model)
-            raise EventNotAllowed(
-                session_id,
-                state_id,
-                flow.node_name(state_id),
-                allowed,
-                event.event,
-                f"session is in state {state_id!r}, which waits for no event",
+            aborted = model.flows.status is FlowStatus.ABORTED
+            allowed = [] if aborted or state_id in flow.finals else flow.session_actions(model)
+            reason = (
+                f"the session's flow {flow.label!r} was aborted in state {state_id!r}; it takes no more events. "
+                "Start a new session"
+                if aborted
+                else f"session is in state {state_id!r}, which waits for no event"
             )
+            raise EventNotAllowed(session_id, state_id, flow.node_name(state_id), allowed, event.event, reason)
         if event.event not in flow.session_actions(model):
             raise flow.session_refusal(model, event.event)
         await store.touch(record)

@@ -41,6 +41,8 @@ class FlowFrame(BaseModel):
         kind: ``subflow`` (called by a state, returns to it) or ``interruption`` (suspends the flow below).
         status: ``active`` for the top frame, ``interrupted`` for a frame an interruption suspended.
         caller: the node that called it (a sub-flow state) or that it interrupted (a user state).
+        declared_by: of an interruption, the stack position of the flow that declared it (-1: the
+            session's own); its ``inputs`` came from that flow's model, its ``outputs`` go back there.
         model: the flow's own model fields (its ``state`` among them); the dialogue, history and usage
             are the session's.
     """
@@ -51,6 +53,7 @@ class FlowFrame(BaseModel):
     kind: FrameKind
     status: FlowStatus = FlowStatus.ACTIVE
     caller: str
+    declared_by: int | None = None
     model: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -335,14 +335,18 @@ def position(root: CompiledFlow, session: GenieModel) -> tuple[CompiledFlow, str
 
 
 def _interruptions_now(root: CompiledFlow, session: GenieModel) -> list[tuple[int, FlowLink]]:
-    """The interruptions that may fire in the active flow, best first: (declaration order, link)."""
+    """The interruptions that may fire in the active flow, best first, each with the stack position
+    of the flow declaring it (-1: the session's own). Ties keep declaration order, outer flows first."""
     active, state_id = position(root, session)
     if not active.is_interruptible(state_id):
         return []
-    declaring = [root] + [root.children[frame.flow] for frame in session.flows.frames]
-    links = [link for flow in declaring for link in flow.interruptions if link.child != active.label]
-    ordered = sorted(enumerate(links), key=lambda item: -item[1].interruption.priority)  # type: ignore[union-attr]
-    return ordered
+    candidates = [
+        (index, link)
+        for index in range(-1, len(session.flows.frames))
+        for link in flow_at(root, session, index).interruptions
+        if link.child != active.label  # a flow does not interrupt itself
+    ]
+    return sorted(candidates, key=lambda item: -item[1].interruption.priority)  # type: ignore[union-attr]
 
 
 def trigger_events(root: CompiledFlow, session: GenieModel) -> list[str]:
@@ -398,33 +402,35 @@ def _push(
 
 async def pick_interruption(
     root: CompiledFlow, session: GenieModel, model: GenieModel, event: str, text: str
-) -> FlowLink | None:
+) -> tuple[int, FlowLink] | None:
     """The interruption the user's event triggers in the active flow's state, or None.
 
-    Candidates are tried best first; a condition or classifier is evaluated only when no better
-    candidate fired. The classifier of a machine is called at most once per event.
+    Returns the stack position of the flow declaring it, and its link. Candidates are tried best
+    first; a condition or classifier is evaluated only when no better candidate fired, on the
+    declaring flow's model. A machine's classifier is called at most once per event.
     """
     candidates = _interruptions_now(root, session)
     if not candidates:
         return None
     active, state_id = position(root, session)
     own = active.events_out[state_id]
-    intents: dict[str, str] = {}
-    declaring = {id(link): flow for flow in [root, *root.children.values()] for link in flow.interruptions}
-    for _, link in candidates:
+    top = len(session.flows.frames) - 1
+    intents: dict[int, str] = {}
+    for index, link in candidates:
         spec = link.interruption
         assert spec is not None
         if spec.event is not None:
             hit = event == spec.event and event not in own
-        elif spec.when is not None:
-            hit = await _holds(spec.when, text, model)
         else:
-            owner = declaring[id(link)]
-            if owner.label not in intents:
-                intents[owner.label] = await _classify(owner, model, state_id, text)
-            hit = intents[owner.label] == (spec.intent or "").strip().lower()
+            declaring = model if index == top else model_at(root, session, index)
+            if spec.when is not None:
+                hit = await _holds(spec.when, text, declaring)
+            else:
+                if index not in intents:
+                    intents[index] = await _classify(flow_at(root, session, index), declaring, text, model)
+                hit = intents[index] == (spec.intent or "").strip().lower()
         if hit:
-            return link
+            return index, link
     return None
 
 
@@ -439,8 +445,12 @@ async def _holds(condition: Callable[..., bool | Awaitable[bool]], text: str, mo
     return bool(outcome)
 
 
-async def _classify(flow: CompiledFlow, model: GenieModel, state_id: str, text: str) -> str:
-    """The intent label the flow's classifier answers for ``text`` (lower case, stripped)."""
+async def _classify(flow: CompiledFlow, model: GenieModel, text: str, billed: GenieModel) -> str:
+    """The intent label the flow's classifier answers for ``text`` (lower case, stripped).
+
+    The classifier renders with ``model`` (its flow's); its usage is counted on ``billed``, the
+    model the node stores (they share the session's usage either way).
+    """
     assert flow.intent_classifier is not None
     intents = [
         link.interruption.intent for link in flow.interruptions if link.interruption and link.interruption.intent
@@ -451,7 +461,7 @@ async def _classify(flow: CompiledFlow, model: GenieModel, state_id: str, text: 
 
     with collecting_usage() as usage:
         label = await flow.runner.run(flow.intent_classifier, render_data)
-    flow.add_usage(model, f"{flow.label}:intent", usage.calls)
+    flow.add_usage(billed, f"{flow.label}:intent", usage.calls)
     return label.strip().strip(".").lower()
 
 
@@ -460,12 +470,14 @@ def interrupt(
     session: GenieModel,
     index: int,
     model: GenieModel,
+    declared_by: int,
     link: FlowLink,
     event: str,
     text: str,
     caller: str,
 ) -> str:
-    """Suspend the flow of frame ``index`` for ``link``'s flow; returns the node to go to."""
+    """Suspend the flow of frame ``index`` for ``link``'s flow, declared by the flow of frame
+    ``declared_by``; returns the node to go to."""
     flow = flow_at(root, session, index)
     state_id = flow.state_of(model)
     child = root.children[link.child]
@@ -482,7 +494,9 @@ def interrupt(
     )
     store_model(root, session, index, model)
     _set_status(session, index, FlowStatus.INTERRUPTED)
-    _push(root, session, child, link, model, "interruption", caller, actor=Actor.USER, actor_input=text)
+    declaring = model if declared_by == index else model_at(root, session, declared_by)
+    _push(root, session, child, link, declaring, "interruption", caller, actor=Actor.USER, actor_input=text)
+    session.flows.frames[-1].declared_by = declared_by
     session.record_history(
         HistoryKind.FLOW_STARTED, flow=child.label, state=state_id, detail={"kind": "interruption", "trigger": trigger}
     )
@@ -564,11 +578,16 @@ async def _return_to(
         await flow.send(parent, event, "")
         store_model(root, session, index, parent)
         return node_name(root, flow, flow.state_of(parent))
-    link = _interruption_link(root, session, frame.flow)
+    declared_by = index if frame.declared_by is None else frame.declared_by
+    link = next(link for link in flow_at(root, session, declared_by).interruptions if link.child == frame.flow)
     if status is FlowStatus.ABORTED and link.on_abort != "resume":
         return await _abort(root, session, index, parent)
-    if status is FlowStatus.COMPLETED:
+    if status is FlowStatus.COMPLETED and declared_by == index:
         _copy_outputs(link, child_model, parent)
+    elif status is FlowStatus.COMPLETED:  # the outputs go back to the flow that declared it, further down
+        declaring = model_at(root, session, declared_by)
+        _copy_outputs(link, child_model, declaring)
+        store_model(root, session, declared_by, declaring)
     _set_status(session, index, FlowStatus.ACTIVE)
     label = None if index < 0 else flow.label
     parent.add_dialogue_element(Actor.ASSISTANT, flow.render(state_id, parent))  # its response, offered again
@@ -576,11 +595,6 @@ async def _return_to(
     store_model(root, session, index, parent)
     _notice(session).resumed = flow.label
     return frame.caller
-
-
-def _interruption_link(root: CompiledFlow, session: GenieModel, child: str) -> FlowLink:
-    declaring = [root] + [root.children[frame.flow] for frame in session.flows.frames]
-    return next(link for flow in declaring for link in flow.interruptions if link.child == child)
 
 
 def _copy_outputs(link: FlowLink, child: GenieModel, parent: GenieModel) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from genie_graph import GenieFlow, GenieModel
 
+from .ordering import OrderModel
 from .q_and_a import QandAModel
 from .q_and_a_capture import QandACaptureModel
 from .q_and_a_cond import QandACondModel
@@ -24,6 +25,7 @@ MODELS: dict[str, type[GenieModel]] = {
     "q_and_a_cond": QandACondModel,
     "q_and_a_capture": QandACaptureModel,
     "topic_analysis": TopicAnalysisModel,
+    "ordering": OrderModel,
 }
 
 

@@ -23,6 +23,7 @@ from .._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTem
 from .._flow import POLL, CompiledFlow
 from .._model import GenieModel
 from .._runtime import GenieFlow
+from .._subflows import all_trigger_events
 from ..errors import GenieGraphError, describe_error
 from ._coverage import DeclaredTransition, TransitionCoverage, TransitionRun, declared_transitions
 from ._fakes import FakeAnswer, FakeInvokers, Invocation, _FakeRun, fakes_from_yaml, save_recording, template_matches
@@ -243,8 +244,12 @@ def invoker_templates(flow: CompiledFlow) -> dict[str, tuple[str, list[str]]]:
             for part in template.values():
                 visit(part, state_id)
 
-    for state_id, template in flow.templates.items():
-        visit(template, state_id)
+    for node in flow.nodes or flow.templates:  # a session's every flow: its sub-flows' and interruptions' too
+        owner, state_id = flow.nodes.get(node, (flow, node))
+        visit(owner.templates[state_id], node)
+    for owner in [flow, *flow.children.values()]:
+        if owner.intent_classifier is not None:
+            visit(owner.intent_classifier, f"{owner.label}:intent")
     return found
 
 
@@ -598,8 +603,9 @@ class ScriptRunner:
         strict: Sequence[FakeInvokers],
     ) -> None:
         """The script's names against the flow's: states, events, fake and prompt keys."""
-        states = list(compiled.kinds)
-        events = sorted({event for out in compiled.events_out.values() for event in out})
+        states = list(compiled.nodes or compiled.kinds)
+        flows = [compiled, *compiled.children.values()]
+        events = sorted({e for f in flows for out in f.events_out.values() for e in out} | all_trigger_events(compiled))
         listed = ", ".join(templates) or "(none: the flow has no invoker template)"
         problems: list[str] = []
 
@@ -651,7 +657,7 @@ class ScriptRunner:
             event=turn.event if turn is not None else None,
             say=turn.say if turn is not None else "",
             answer=answer,
-            state=compiled.state_of(model),
+            state=compiled.node_of(model),
             model=model,
             transitions=[run for run in active.transitions if run.turn == number],
             invocations=[call for call in list(active.fakes.invocations) if call.turn == number],
