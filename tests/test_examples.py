@@ -58,7 +58,7 @@ def _store_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_every_example_is_registered(flow: GenieFlow) -> None:
-    assert set(flow.model_keys) == {"q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis"}
+    assert set(flow.model_keys) == {"q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis", "ordering"}
     assert set(graphs.MODELS) == set(flow.model_keys)
 
 

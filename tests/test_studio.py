@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import graphs
 from tests.services import free_port, offline_env, terminate
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = ("q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis")
+EXAMPLES = ("q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis", "ordering")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_each_graph_shows_its_states_and_labelled_transitions(
     compiled = graphs.flow.flow_of(model_key)
     drawn = studio.get(f"/assistants/{assistants[model_key]}/graph").json()
     nodes = {node["id"] for node in drawn["nodes"]} - {"__start__", "__end__"}
-    assert nodes == set(compiled.kinds)
+    assert nodes == set(compiled.nodes)  # sub-flows' and interruptions' states too, as <flow>/<state>
     edges = {(edge["source"], edge["target"], edge.get("data")) for edge in drawn["edges"]}
     for source, per_target in compiled.targets.items():
         for target, labels in per_target.items():
@@ -105,3 +106,24 @@ def test_a_thread_runs_to_the_intro_and_resumes_to_the_next_user_state(studio: h
     again = {"resume": {"event": "user_input", "event_input": "And a graph?"}}
     third = studio.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": "q_and_a", "command": again}).json()
     assert len(third["dialogue"]) == 5 and third["__interrupt__"][0]["value"]["state"] == "user_enters_query"
+
+
+def test_a_thread_is_interrupted_and_resumes_and_runs_a_sub_flow(studio: httpx.Client) -> None:
+    thread_id = studio.post("/threads", json={}).json()["thread_id"]
+
+    def send(event: str, text: str = "") -> dict[str, Any]:
+        command = {"resume": {"event": event, "event_input": text}}
+        answer = studio.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": "ordering", "command": command})
+        return answer.json()["__interrupt__"][0]["value"]  # type: ignore[no-any-return]
+
+    first = studio.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": "ordering", "input": {}}).json()
+    assert first["__interrupt__"][0]["value"]["next_actions"] == ["user_input", "cancel"]
+    assert send("user_input", "tea")["state"] == "taking_order"
+    asked = send("cancel")
+    assert asked["state"] == "cancel_order/asking" and asked["next_actions"] == ["user_input"]
+    resumed = send("user_input", "no")
+    assert resumed["state"] == "taking_order" and "Good, your order stays." in resumed["response"]
+    assert send("user_input", "done")["state"] == "address/asking_street"
+    state = studio.get(f"/threads/{thread_id}/state").json()
+    assert state["next"] == ["address/asking_street"]
+    assert [frame["flow"] for frame in state["values"]["flows"]["frames"]] == ["address"]
