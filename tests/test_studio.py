@@ -12,9 +12,9 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
