@@ -17,6 +17,7 @@ A session on the current version costs nothing extra: its version is compared, n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from pydantic import BaseModel, PydanticUserError, ValidationError
 from statemachine import State
 
 from ._api_models import AIResponse, EventInput
-from ._declaration import GenieStateMachine, MapTaskTemplate, NamedQueueTaskTemplate
+from ._declaration import GenieStateMachine, Interruption, MapTaskTemplate, NamedQueueTaskTemplate, SubFlow
 from ._history import HistoryKind
 from ._model import GenieModel, StateKind
 from ._stores import SessionRecord
@@ -82,9 +83,11 @@ class Migration:
 
 
 # ---- the version of a declaration -----------------------------------------------------------
-def _template_shape(template: Any) -> Any:
+def _template_shape(template: Any, seen: frozenset[type] = frozenset()) -> Any:
     if isinstance(template, str):
         return template
+    if isinstance(template, SubFlow | Interruption):  # the flow it runs is part of what sessions store
+        return [type(template).__name__, _linked_flow_shape(template, seen)]
     if isinstance(template, MapTaskTemplate | NamedQueueTaskTemplate):
         return [type(template).__name__, *(_template_shape(part) for part in template)]
     if isinstance(template, list):
@@ -94,6 +97,20 @@ def _template_shape(template: Any) -> Any:
     if callable(template):
         return f"{getattr(template, '__module__', '?')}.{getattr(template, '__qualname__', repr(template))}"
     return repr(template)
+
+
+def _linked_flow_shape(spec: SubFlow | Interruption, seen: frozenset[type]) -> dict[str, Any]:
+    shape = {
+        field.name: _template_shape(value) if field.name != "flow" else None
+        for field in dataclasses.fields(spec)
+        if (value := getattr(spec, field.name)) is not None
+    }
+    child = spec.flow
+    if isinstance(child, type) and issubclass(child, GenieModel) and child not in seen:
+        shape["flow"] = _declaration(child, child.get_state_machine_class(), seen | {child})  # type: ignore[arg-type]
+    else:
+        shape["flow"] = getattr(child, "__qualname__", repr(child))
+    return shape
 
 
 def _without_meta(schema: Any, keep_keys: bool = False) -> Any:
@@ -149,18 +166,28 @@ def declaration_hash(model_class: type[GenieModel], machine_class: type[GenieSta
 
     Template *contents* and invoker settings are left out: changing a prompt changes no stored session.
     """
+    declaration = _declaration(model_class, machine_class, frozenset({model_class}))
+    text = json.dumps(declaration, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_HASH_LENGTH]
+
+
+def _declaration(
+    model_class: type[GenieModel], machine_class: type[GenieStateMachine], seen: frozenset[type]
+) -> dict[str, Any]:
     declaration = {
         "states": [
             [state.id, repr(state.value), bool(state.initial), bool(state.final), _transition_shape(state)]
             for state in machine_class.states
         ],
-        "templates": {str(key): _template_shape(value) for key, value in dict(machine_class.templates).items()},
+        "templates": {str(key): _template_shape(value, seen) for key, value in dict(machine_class.templates).items()},
         "completion_events": dict(machine_class.completion_events),
         "model": _own_schema(model_class),
         "schema_version": model_class.schema_version(),
     }
-    text = json.dumps(declaration, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_HASH_LENGTH]
+    interruptions = list(getattr(machine_class, "interruptions", ()) or ())
+    if interruptions:  # (only when declared: the versions of flows without any stay as they were)
+        declaration["interruptions"] = [_template_shape(spec, seen) for spec in interruptions]
+    return declaration
 
 
 def flow_version(model_class: type[GenieModel]) -> str:
