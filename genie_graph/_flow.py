@@ -238,6 +238,16 @@ class CompiledFlow:
         flow, state_id = self.nodes[node]
         return flow.names[state_id]
 
+    def entry_node(self, node: str) -> str:
+        """The node that does the work when the session goes to ``node``: a sub-flow state's child's first."""
+        found = self.nodes.get(node)
+        while found is not None and found[0].kinds[found[1]] is StateKind.SUBFLOW:
+            owner, state_id = found
+            child = self.children[owner.subflows[state_id].child]
+            node = node_name(self, child, child.initial)
+            found = self.nodes.get(node)
+        return node
+
     def node_of(self, model: GenieModel) -> str:
         """The node of the state the session is in (a sub-flow's or interruption's when one runs)."""
         flow, state_id = position(self, model)

@@ -216,7 +216,7 @@ async def _await_event(scope: _Scope, model: GenieModel, waiting_error: str | No
             target = interrupt_flow(scope.root, session, scope.index, model, declared_by, link, event, text, scope.node)
             update = changed_fields(scope.before, session)
             if report is not None:
-                report.accept(target)
+                report.accept(scope.root.entry_node(target))
             return Command(update=update, goto=target)
         await flow.send(model, event, text)
     except EventNotAllowed as refusal:
@@ -229,8 +229,8 @@ async def _await_event(scope: _Scope, model: GenieModel, waiting_error: str | No
         current_progress.get().begin(target, flow.runner.count(flow.templates[target]) + 1)
     update = scope.update(model)  # a model that cannot be stored fails here, before acceptance
     goto = scope.goto(model)
-    if report is not None:
-        report.accept(goto)
+    if report is not None:  # where the work starts: the runtime answers "poll" at once for an invoker state
+        report.accept(scope.root.entry_node(goto))
     return Command(update=update, goto=goto)
 
 

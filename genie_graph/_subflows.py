@@ -20,6 +20,8 @@ stay the session's.
 from __future__ import annotations
 
 import inspect
+import logging
+import time
 import types
 import typing
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -37,6 +39,8 @@ from .errors import FlowDefinitionError
 
 if TYPE_CHECKING:
     from ._flow import CompiledFlow
+
+logger = logging.getLogger("genie_graph")
 
 _MANAGED_FIELDS = frozenset(GenieModel.model_fields)
 """Fields genie-graph keeps itself: a mapping may not name them."""
@@ -459,8 +463,21 @@ async def _classify(flow: CompiledFlow, model: GenieModel, text: str, billed: Ge
     def render_data() -> dict[str, Any]:
         return {**flow.render_data(model), "user_input": text, "intents": intents}
 
+    started = time.perf_counter()
     with collecting_usage() as usage:
-        label = await flow.runner.run(flow.intent_classifier, render_data)
+        try:
+            label = await flow.runner.run(flow.intent_classifier, render_data)
+        except Exception as exc:  # the user's event goes on as if no intent matched
+            logger.warning("intent classifier %s failed: %s", flow.intent_classifier, exc)
+            billed.record_history(
+                HistoryKind.INVOKER_FAILURE,
+                template=flow.intent_classifier,
+                flow=flow.history_label,
+                attempt=1,
+                error=f"{type(exc).__name__}: {exc}",
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            label = ""
     flow.add_usage(billed, f"{flow.label}:intent", usage.calls)
     return label.strip().strip(".").lower()
 
