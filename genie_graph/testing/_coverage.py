@@ -74,25 +74,28 @@ class TransitionRun:
 
 
 def declared_transitions(flow: CompiledFlow) -> tuple[DeclaredTransition, ...]:
-    """The transitions of a compiled flow, in declaration order per state."""
+    """The transitions of a compiled flow, in declaration order per state; then those of the flows it
+    runs (sub-flows, interruptions), their states named by node (``address/asking_city``)."""
     found: list[DeclaredTransition] = []
-    for state in flow.machine_class.states:
-        transitions = list(state.transitions)
-        for index, transition in enumerate(transitions):
-            events = tuple(str(event) for event in transition.events)
-            conditional = bool(list(transition.cond))
-            later = {str(event) for t in transitions[index + 1 :] for event in t.events}
-            found.append(
-                DeclaredTransition(
-                    source=state.id,
-                    index=index,
-                    events=events,
-                    target=transition.target.id,
-                    label=_label(transition),
-                    conditional=conditional,
-                    can_fall_through=conditional and bool(later & set(events)),
+    for owner in [flow, *flow.children.values()]:
+        prefix = f"{owner.label}/" if owner is not flow else ""
+        for state in owner.machine_class.states:
+            transitions = list(state.transitions)
+            for index, transition in enumerate(transitions):
+                events = tuple(str(event) for event in transition.events)
+                conditional = bool(list(transition.cond))
+                later = {str(event) for t in transitions[index + 1 :] for event in t.events}
+                found.append(
+                    DeclaredTransition(
+                        source=prefix + state.id,
+                        index=index,
+                        events=events,
+                        target=prefix + transition.target.id,
+                        label=_label(transition),
+                        conditional=conditional,
+                        can_fall_through=conditional and bool(later & set(events)),
+                    )
                 )
-            )
     return tuple(found)
 
 

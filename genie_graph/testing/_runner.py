@@ -474,7 +474,9 @@ class ScriptRunner:
         for key in self._flow.model_keys:
             compiled = self._flow.flow_of(key)
             compiled.runner.invoke_override = self._invoke
-            compiled.observers.append(functools.partial(self._observe, key))
+            compiled.observers.append(functools.partial(self._observe, key, ""))
+            for child in compiled.children.values():  # a sub-flow's transitions, named by node
+                child.observers.append(functools.partial(self._observe, key, f"{child.label}/"))
 
     @property
     def flow(self) -> GenieFlow:
@@ -500,10 +502,11 @@ class ScriptRunner:
             raise RuntimeError(f"invoker template {template!r} called outside a scripted run")
         return await active.fakes(template, prompt, render_data, invoker)
 
-    def _observe(self, model_key: str, source: str, event: str, index: int | None) -> None:
+    def _observe(self, model_key: str, prefix: str, source: str, event: str, index: int | None) -> None:
         active = self._active
         if active is None or active.model_key != model_key:
             return
+        source = prefix + source
         target = active.declared[(source, index)].target if index is not None else None
         active.transitions.append(TransitionRun(active.turn, source, event, index, target))
 
