@@ -20,7 +20,7 @@ from genie_graph._history import HistoryKind
 from genie_graph.errors import UnknownSession
 
 from ._auth import Caller, CallerDep
-from ._describe import DIAGRAM_MEDIA_TYPES, DiagramFormat, Diagrams, FlowDescription, describe_flow
+from ._describe import DIAGRAM_MEDIA_TYPES, DiagramFormat, Diagrams, FlowDescription, describe_flow, session_highlight
 from ._errors import ApiError, ErrorBody, install_error_handlers, responses
 from ._ledger import HistoryReport, UsageReport, history_report, usage_report
 from ._playground import install_playground
@@ -380,13 +380,13 @@ def create_app(
         format: Annotated[DiagramFormat, Query(description="svg, mermaid or dot")] = "svg",
     ) -> Response:
         compiled = flow.flow_of(model_key)
-        current = None
+        current, waiting = None, tuple[str, ...]()
         if session_id is not None:
             await check_owner(model_key, session_id, caller)
             model = await flow.aget_model(model_key, session_id)
             # a session kept on an older flow version may be in a state this version no longer has
-            current = compiled.id_by_value.get(model.state)
-        content = await diagrams.get(model_key, compiled, current, format)
+            current, waiting = session_highlight(compiled, model)
+        content = await diagrams.get(model_key, compiled, current, format, waiting)
         return Response(content, media_type=DIAGRAM_MEDIA_TYPES[format])
 
     @router.post(

@@ -24,6 +24,7 @@ def graph_of(
     """The compiled LangGraph graph of an already compiled flow."""
     builder: StateGraph[Any] = StateGraph(flow.model_class)
     channels = channels_schema(flow.model_class)
+    returns = _return_destinations(flow)
     for node, (owner, state_id) in flow.nodes.items():
         destinations = {
             node_name(flow, owner, target): " | ".join(labels) for target, labels in owner.targets[state_id].items()
@@ -31,13 +32,34 @@ def graph_of(
         if state_id in owner.subflows:
             child = flow.children[owner.subflows[state_id].child]
             destinations[node_name(flow, child, child.initial)] = "call"
-        if state_id in owner.finals and owner is flow:
-            destinations[END] = "done"
+        if state_id in owner.finals:
+            destinations.update({END: "done"} if owner is flow else returns.get(owner.label, {}))
+        if owner.is_interruptible(state_id):  # the interruptions its own flow declares
+            for link in owner.interruptions:
+                child = flow.children[link.child]
+                destinations[node_name(flow, child, child.initial)] = link.interruption.trigger  # type: ignore[union-attr]
         builder.add_node(node, make_node(owner, state_id, flow), destinations=destinations, input_schema=channels)
     builder.add_edge(START, flow.initial)
     graph = builder.compile(checkpointer=checkpointer, name=flow.model_class.__name__)
     graph.genie_flow = flow  # type: ignore[attr-defined]
     return graph
+
+
+def _return_destinations(flow: CompiledFlow) -> dict[str, dict[str, str]]:
+    """Where each flow the session runs may go on after its final state (drawings only: nodes route
+    with ``Command``): its callers' next states, or the states its interruption resumes."""
+    returns: dict[str, dict[str, str]] = {}
+    for owner in [flow, *flow.children.values()]:
+        for state_id, link in owner.subflows.items():
+            for target in owner.targets[state_id]:
+                returns.setdefault(link.child, {})[node_name(flow, owner, target)] = "returns"
+        for link in owner.interruptions:
+            for state_id in owner.kinds:
+                if owner.is_interruptible(state_id):
+                    returns.setdefault(link.child, {})[node_name(flow, owner, state_id)] = "resumes"
+            if flow.children[link.child].abort_states and link.on_abort != "resume":
+                returns[link.child][END] = "aborts"
+    return returns
 
 
 def build_graph(

@@ -355,12 +355,13 @@ async def count_start(session_id: str, state_id: str, config: RunnableConfig) ->
         return 0
 
 
-def record_cut_offs(model: GenieModel, state_id: str, starts: int) -> None:
+def record_cut_offs(model: GenieModel, state_id: str, starts: int, flow: str | None = None) -> None:
     """Record in the history the earlier starts of this run that were cut off with their process."""
     for attempt in range(1, starts):
         model.record_history(
             HistoryKind.INVOKER_FAILURE,
             state=state_id,
+            flow=flow,
             attempt=attempt,
             error="cut off: the process running it ended before it finished; resumed from the last checkpoint",
             detail={"cut_off": True},

@@ -37,6 +37,7 @@ from ._subflows import (
     compose,
     node_name,
     position,
+    running_trigger_events,
     trigger_events,
 )
 from ._usage import Budget, CallUsage
@@ -154,9 +155,9 @@ class CompiledFlow:
     budget: Budget | Callable[[GenieModel], Budget | None] | None = None
     """The machine's limit on what one session may spend on invoker calls (or a function of the model)."""
     label: str = ""
+    """The flow's name in node names, the history and ``active_flows`` (see ``SubFlow.name``)."""
     nested: bool = False
     """Compiled as a sub-flow or interrupting flow of another (its history entries name it)."""
-    """The flow's name in node names, the history and ``active_flows`` (see ``SubFlow.name``)."""
     subflow_specs: dict[str, SubFlow] = field(default_factory=dict)
     """Sub-flow state id -> its declaration; ``subflows`` holds them checked."""
     subflows: dict[str, FlowLink] = field(default_factory=dict)
@@ -268,11 +269,23 @@ class CompiledFlow:
             return None
         return self.id_by_value.get(state)
 
+    def flows_running(self, model: GenieModel) -> list[str]:
+        """The names of the flows running, the session's own first."""
+        return [self.label] + [frame.flow for frame in model.flows.frames]
+
+    def response_of(self, model: GenieModel) -> str:
+        """The response to the user: the last utterance, after the last words of flows that ended before it."""
+        notice = model.flows.notice
+        if notice is not None and notice.said_from is not None:
+            said = [e.actor_text for e in model.dialogue[notice.said_from :] if e.actor is Actor.ASSISTANT]
+            return "\n\n".join(text for text in said if text.strip())
+        return model.dialogue[-1].actor_text if model.dialogue else ""
+
     def flows_told(self, model: GenieModel) -> dict[str, Any]:
         """What a response tells of the session's flows: empty unless sub-flows or interruptions ran."""
         stack, told = model.flows, dict[str, Any]()
         if stack.frames:
-            told["active_flows"] = [self.label] + [frame.flow for frame in stack.frames]
+            told["active_flows"] = self.flows_running(model)
         if stack.notice is not None:
             told["interrupted_by"] = stack.notice.interrupted_by
             told["resumed"] = stack.notice.resumed
@@ -296,10 +309,14 @@ class CompiledFlow:
         if model.flows.status is FlowStatus.ABORTED:
             reason = reason or "the session's flow was aborted; it takes no more events"
         elif not reason and event in all_trigger_events(self) and event not in allowed:
-            reason = (
-                f"event {event!r} interrupts a flow, but state {state_id!r} of flow {flow.label!r} "
-                "may not be interrupted (see the machine's `interruptible`)"
-            )
+            if flow.is_interruptible(state_id) and event in running_trigger_events(self, model):
+                running = ", ".join(self.flows_running(model))
+                reason = f"event {event!r} starts a flow that is running already (running: {running})"
+            else:
+                reason = (
+                    f"event {event!r} interrupts a flow, but state {state_id!r} of flow {flow.label!r} "
+                    "may not be interrupted (see the machine's `interruptible`)"
+                )
         refusal = flow._refusal(model, state_id, event, reason)
         return EventNotAllowed(
             session_id=model.session_id,

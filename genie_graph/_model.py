@@ -586,6 +586,8 @@ class GenieModel(VersionedModel):
 
     _active_flows: list[str] | None = PrivateAttr(default=None)
     """Set on the model a node works on: the flows on the session's stack, for ``active_flows``."""
+    _history_bound: int | None = PrivateAttr(default=None)
+    """Set on a sub-flow's model: the session's ``history_limit``, which its shared history keeps."""
 
     @field_validator(*_packing.PACKED_FIELDS, mode="before")
     @classmethod
@@ -662,7 +664,8 @@ class GenieModel(VersionedModel):
         """
         entry = HistoryEntry(kind=HistoryKind(kind), **fields)
         self.history.append(entry)
-        excess = len(self.history) - max(0, self.history_limit)
+        limit = self.history_limit if self._history_bound is None else self._history_bound
+        excess = len(self.history) - max(0, limit)
         if excess > 0:
             del self.history[:excess]
         return entry

@@ -154,11 +154,10 @@ class _Scope:
 
 
 def _waiting_payload(scope: _Scope, model: GenieModel) -> dict[str, Any]:
-    last = model.dialogue[-1].actor_text if model.dialogue else None
     return {
         "session_id": model.session_id,
         "state": scope.node,
-        "response": last,
+        "response": scope.root.response_of(scope.session) if model.dialogue else None,
         "next_actions": scope.root.session_actions(scope.session),
         "error": model.task_error,
     }
@@ -361,7 +360,7 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
         def record_run(model: GenieModel) -> None:
             """What the run leaves on the model whatever its transition does: usage and history."""
             flow.add_usage(model, node_id, usage.calls)
-            record_cut_offs(model, state_id, starts)
+            record_cut_offs(model, state_id, starts, scope.label)
             for call in failed_calls:
                 model.record_history(
                     HistoryKind.INVOKER_FAILURE,

@@ -919,8 +919,7 @@ class GenieFlow:
         told = flow.flows_told(model)
         if model.task_error:
             return AIResponse(session_id=model.session_id, error=model.task_error, next_actions=actions, **told)
-        last = model.dialogue[-1].actor_text if model.dialogue else ""
-        return AIResponse(session_id=model.session_id, response=last, next_actions=actions, **told)
+        return AIResponse(session_id=model.session_id, response=flow.response_of(model), next_actions=actions, **told)
 
     # ---- sessions -----------------------------------------------------------------------
     @_tracing.traced_create
@@ -1504,7 +1503,7 @@ class GenieFlow:
             return Diagram(flow)
         model = self.get_model(model_key, session_id)
         flow = self._registered[model_key].serving(model.flow_version).flow
-        return Diagram(flow, flow.node_of(model))
+        return Diagram.of_session(flow, model)
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def _close(self, timeout: float) -> None:

@@ -43,6 +43,9 @@ class FlowFrame(BaseModel):
         caller: the node that called it (a sub-flow state) or that it interrupted (a user state).
         declared_by: of an interruption, the stack position of the flow that declared it (-1: the
             session's own); its ``inputs`` came from that flow's model, its ``outputs`` go back there.
+        declaration: of an interruption, its position in that flow's ``interruptions``.
+        resume_text: of an interruption, the response the interrupted state had given, offered
+            again when it resumes.
         model: the flow's own model fields (its ``state`` among them); the dialogue, history and usage
             are the session's.
     """
@@ -54,6 +57,8 @@ class FlowFrame(BaseModel):
     status: FlowStatus = FlowStatus.ACTIVE
     caller: str
     declared_by: int | None = None
+    declaration: int | None = None
+    resume_text: str | None = None
     model: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -68,6 +73,9 @@ class FlowNotice(BaseModel):
     """The flow that resumed after the flow interrupting it ended."""
     aborted: list[str] = Field(default_factory=list)
     """The flows that aborted, innermost first."""
+    said_from: int | None = None
+    """The dialogue position of the first words of a flow that ended before the response: the
+    response is every assistant utterance from there on."""
 
 
 class FlowStack(BaseModel):

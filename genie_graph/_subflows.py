@@ -32,7 +32,7 @@ from langgraph.graph import END
 
 from ._declaration import FieldMap, Interruption, SubFlow
 from ._history import HistoryKind
-from ._model import Actor, DialogueElement, DialoguePersistence, GenieModel, StateKind
+from ._model import Actor, DialoguePersistence, GenieModel, StateKind
 from ._stack import FlowFrame, FlowNotice, FlowStatus, flow_label
 from ._usage import collecting_usage
 from .errors import FlowDefinitionError
@@ -311,6 +311,7 @@ def model_at(root: CompiledFlow, session: GenieModel, index: int) -> GenieModel:
         flow = flow_at(root, session, index)
         shared = {name: getattr(session, name) for name in SHARED_FIELDS}
         model = flow.model_class.model_validate({**session.flows.frames[index].model, **shared})
+        model._history_bound = type(session).history_limit  # the history is the session's
     model._active_flows = [root.label] + [frame.flow for frame in session.flows.frames]
     return model
 
@@ -335,7 +336,8 @@ def position(root: CompiledFlow, session: GenieModel) -> tuple[CompiledFlow, str
     if not frames:
         return root, root.state_of(session)
     flow = root.children[frames[-1].flow]
-    return flow, flow.id_by_value[frames[-1].model.get("state")]
+    state = frames[-1].model.get("state")
+    return flow, flow.initial if state is None else flow.id_by_value[state]  # None: about to enter its initial state
 
 
 def _interruptions_now(root: CompiledFlow, session: GenieModel) -> list[tuple[int, FlowLink]]:
@@ -344,13 +346,30 @@ def _interruptions_now(root: CompiledFlow, session: GenieModel) -> list[tuple[in
     active, state_id = position(root, session)
     if not active.is_interruptible(state_id):
         return []
+    running = _running(root, session)
     candidates = [
         (index, link)
         for index in range(-1, len(session.flows.frames))
         for link in flow_at(root, session, index).interruptions
-        if link.child != active.label  # a flow does not interrupt itself
+        if link.child not in running  # a flow running already is not started again by an interruption
     ]
     return sorted(candidates, key=lambda item: -item[1].interruption.priority)  # type: ignore[union-attr]
+
+
+def _running(root: CompiledFlow, session: GenieModel) -> set[str]:
+    return {root.label, *(frame.flow for frame in session.flows.frames)}
+
+
+def running_trigger_events(root: CompiledFlow, session: GenieModel) -> set[str]:
+    """Trigger events of interruptions whose flow is running already (they do not fire now)."""
+    running = _running(root, session)
+    flows = [root, *root.children.values()]
+    return {
+        link.interruption.event
+        for flow in flows
+        for link in flow.interruptions
+        if link.interruption and link.interruption.event and link.child in running
+    }
 
 
 def trigger_events(root: CompiledFlow, session: GenieModel) -> list[str]:
@@ -501,6 +520,7 @@ def interrupt(
     assert link.interruption is not None
     trigger = link.interruption.trigger
     label = None if index < 0 else flow.label
+    resume_text = model._last_text(Actor.ASSISTANT)  # what the interrupted state had said, offered again
     if text:
         model.add_dialogue_element(Actor.USER, text)
     model.task_error = None
@@ -513,7 +533,9 @@ def interrupt(
     _set_status(session, index, FlowStatus.INTERRUPTED)
     declaring = model if declared_by == index else model_at(root, session, declared_by)
     _push(root, session, child, link, declaring, "interruption", caller, actor=Actor.USER, actor_input=text)
-    session.flows.frames[-1].declared_by = declared_by
+    frame = session.flows.frames[-1]
+    frame.declared_by, frame.resume_text = declared_by, resume_text
+    frame.declaration = flow_at(root, session, declared_by).interruptions.index(link)
     session.record_history(
         HistoryKind.FLOW_STARTED, flow=child.label, state=state_id, detail={"kind": "interruption", "trigger": trigger}
     )
@@ -542,30 +564,25 @@ async def finish(root: CompiledFlow, session: GenieModel, model: GenieModel) -> 
     session.record_history(kind, flow=flow.label, state=state_id)
     if status is FlowStatus.ABORTED:
         _notice(session).aborted.append(flow.label)
-    # The final state's text and what the flow below says next are one answer to the user.
-    final_text = _take_final_text(session, model)
-    answered_from = len(session.dialogue)
+    _mark_final_words(session, model)
     frame = session.flows.frames.pop()
-    goto = await _return_to(root, session, frame, status, model)
-    if final_text is not None:
-        added = session.dialogue[answered_from:]
-        if added and added[0].actor is Actor.ASSISTANT:
-            added[0].actor_text = (
-                f"{final_text}\n\n{added[0].actor_text}" if final_text.strip() else added[0].actor_text
-            )
-        elif final_text.strip():
-            session.dialogue.insert(answered_from, DialogueElement(actor=Actor.ASSISTANT, actor_text=final_text))
-    return goto
+    return await _return_to(root, session, frame, status, model)
 
 
-def _take_final_text(session: GenieModel, model: GenieModel) -> str | None:
-    """Remove and return the final state's rendered text, if its transition just recorded it."""
+def _mark_final_words(session: GenieModel, model: GenieModel) -> None:
+    """The final state's text and what the flows below say next are one answer to the user: the
+    response starts at the final state's utterance (an empty one is dropped)."""
     entered_rendered = (
         model.dialogue_persistence is DialoguePersistence.RENDERED and model.target_type is StateKind.USER
     )
-    if entered_rendered and session.dialogue and session.dialogue[-1].actor is Actor.ASSISTANT:
-        return session.dialogue.pop().actor_text
-    return None
+    if not (entered_rendered and session.dialogue and session.dialogue[-1].actor is Actor.ASSISTANT):
+        return
+    if not session.dialogue[-1].actor_text.strip():
+        session.dialogue.pop()
+        return
+    notice = _notice(session)
+    if notice.said_from is None:
+        notice.said_from = len(session.dialogue) - 1
 
 
 def _notice(session: GenieModel) -> FlowNotice:
@@ -596,7 +613,11 @@ async def _return_to(
         store_model(root, session, index, parent)
         return node_name(root, flow, flow.state_of(parent))
     declared_by = index if frame.declared_by is None else frame.declared_by
-    link = next(link for link in flow_at(root, session, declared_by).interruptions if link.child == frame.flow)
+    declared = flow_at(root, session, declared_by).interruptions
+    if frame.declaration is not None:
+        link = declared[frame.declaration]
+    else:
+        link = next(link for link in declared if link.child == frame.flow)
     if status is FlowStatus.ABORTED and link.on_abort != "resume":
         return await _abort(root, session, index, parent)
     if status is FlowStatus.COMPLETED and declared_by == index:
@@ -607,7 +628,10 @@ async def _return_to(
         store_model(root, session, declared_by, declaring)
     _set_status(session, index, FlowStatus.ACTIVE)
     label = None if index < 0 else flow.label
-    parent.add_dialogue_element(Actor.ASSISTANT, flow.render(state_id, parent))  # its response, offered again
+    # The same words again; rendered anew when the interrupting flow's outputs changed what they show.
+    copied = status is FlowStatus.COMPLETED and bool(link.outputs)
+    offered = frame.resume_text if frame.resume_text is not None and not copied else flow.render(state_id, parent)
+    parent.add_dialogue_element(Actor.ASSISTANT, offered)  # the interrupted state's response, offered again
     parent.record_history(HistoryKind.FLOW_RESUMED, flow=label, state=state_id, detail={"after": frame.flow})
     store_model(root, session, index, parent)
     _notice(session).resumed = flow.label

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from genie_graph import EventInput
@@ -29,16 +30,20 @@ def handle(flow: Any, request: dict[str, Any]) -> Any:
     raise ValueError(f"unknown op {op!r}")
 
 
-def main() -> None:
-    flow = build()
+def serve(flow: Any, handler: Callable[[Any, dict[str, Any]], Any]) -> None:
+    """Answer JSON request lines from stdin with ``handler`` until stdin closes, then close the flow."""
     print(json.dumps({"ok": "ready"}), flush=True)
     for line in sys.stdin:
         try:
-            answer = {"ok": handle(flow, json.loads(line))}
+            answer = {"ok": handler(flow, json.loads(line))}
         except Exception as exc:
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(answer), flush=True)
     flow.close()
+
+
+def main() -> None:
+    serve(build(), handle)
 
 
 if __name__ == "__main__":

@@ -649,6 +649,142 @@ def test_a_refused_ledger_read_and_every_history_kind(budgeted: Served, playgrou
     pg.check()
 
 
+def expect_flows(pg: Playground, *flows: str, waiting: str = "") -> None:
+    """The breadcrumb lists ``flows`` (outermost first, the active one last), the diagram outlines ``waiting``."""
+    crumbs = pg.page.get_by_test_id("active-flow")
+    expect(crumbs).to_have_text(list(flows))
+    expect(crumbs.last).to_have_attribute("aria-current", "step")
+    diagram = pg.page.get_by_test_id("diagram")
+    expect(diagram).to_have_attribute("data-waiting", waiting)
+    expect(diagram.locator("g.node.waiting")).to_have_count(len(waiting.split()))
+    for node in waiting.split():
+        expect(diagram.locator(f'g.node.waiting[data-state="{node}"] > title')).to_have_text(node)
+
+
+def test_an_interruption_of_the_ordering_flow_and_its_return(server: Served, playground: Any) -> None:
+    """Cancelling an order midway: the cancel flow interrupts it, "no" resumes it; the page says so everywhere."""
+    pg: Playground = playground(server)
+    session_id = pg.start("ordering")
+    pg.expect_state("taking_order")
+    expect_flows(pg, "order")
+    expect(pg.page.get_by_test_id("flow-notice")).to_be_hidden()
+    cluster = pg.page.locator('#diagram g.cluster[data-flow="cancel_order"]')  # the other flows' states, grouped
+    expect(cluster.locator("> title")).to_have_text("cluster_cancel_order")
+    expect(pg.page.locator('#diagram g.node[data-state="cancel_order/asking"]')).to_have_attribute(
+        "data-flow", "cancel_order"
+    )
+
+    pg.say("tea")
+    pg.wait_idle()
+    pg.expect_state("taking_order")
+    cancel = pg.page.locator('[data-testid="event-button"][data-event="cancel"]')  # a trigger, offered as a button
+    expect(cancel).to_be_visible()
+    cancel.click()
+    pg.wait_idle()
+    pg.expect_state("cancel_order/asking")  # a node inside the interrupting flow
+    expect(pg.messages("assistant").last).to_contain_text("Cancel your whole order (tea)? (yes/no)")
+    notice = pg.page.get_by_test_id("flow-notice")
+    expect(notice).to_have_attribute("data-interrupted-by", "cancel_order")
+    expect(notice).to_have_text("interrupted by cancel_order")
+    expect_flows(pg, "order", "cancel_order", waiting="taking_order")
+    expect(pg.page.get_by_test_id("active-flow").first).to_have_attribute("data-status", "interrupted")
+    expect(cluster).to_have_class(re.compile(r"\bactive-flow\b"))
+    expect(pg.page.get_by_test_id("event-button")).to_have_count(0)  # the cancel question may not be interrupted
+    expect(pg.page.get_by_test_id("state-details")).to_contain_text("flow cancel_order")
+
+    pg.say("no")
+    pg.wait_idle()
+    pg.expect_state("taking_order")
+    expect(pg.messages("assistant").last).to_contain_text("Good, your order stays.")
+    expect(notice).to_have_attribute("data-resumed", "order")
+    expect(notice).to_have_text("order resumed")
+    expect_flows(pg, "order")
+    expect(cluster).not_to_have_class(re.compile(r"\bactive-flow\b"))
+    expect(cancel).to_be_visible()
+
+    with server.client() as client:
+        entries = client.get(f"/ordering/history/{session_id}").json()["entries"]
+    listed = pg.page.get_by_test_id("history-entry")
+    expect(listed).to_have_count(len(entries))
+    assert [item.get_attribute("data-kind") for item in listed.all()] == [entry["kind"] for entry in entries]
+    said = {
+        "flow_interrupted": "order interrupted in taking_order by cancel_order on event 'cancel'",
+        "flow_started": "cancel_order started in taking_order on event 'cancel'",
+        "flow_completed": "cancel_order completed in kept",
+        "flow_resumed": "order resumed in taking_order after cancel_order",
+    }
+    for kind, text in said.items():
+        item = pg.page.locator(f'[data-testid="history-entry"][data-kind="{kind}"]')
+        expect(item).to_have_count(1)
+        expect(item).to_contain_text(text)
+    expect(pg.page.locator('[data-testid="history-entry"][data-kind="flow_started"]')).to_have_attribute(
+        "data-flow", "cancel_order"
+    )
+    expect(pg.page.get_by_test_id("history-kind").filter(has_text="interrupted")).to_have_count(1)
+    answered = pg.page.locator('[data-testid="history-entry"][data-kind="event"][data-flow="cancel_order"]')
+    expect(answered).to_contain_text("cancel_order user_input asking → kept")
+    pg.check()
+
+
+def test_sub_flows_three_deep_and_an_aborted_order(server: Served, playground: Any) -> None:
+    """The address flow runs the confirmation flow; cancelling there and saying "yes" aborts all of them."""
+    pg: Playground = playground(server)
+    pg.start("ordering")
+    for text, node in (
+        ("jam", "taking_order"),
+        ("done", "address/asking_street"),
+        ("Main Street 1", "address/asking_city"),
+    ):
+        pg.say(text)
+        pg.wait_idle()
+        pg.expect_state(node)
+    expect_flows(pg, "order", "address", waiting="getting_address")
+    expect(pg.page.get_by_test_id("flow-notice")).to_be_hidden()
+    expect(pg.page.locator('#diagram g.cluster[data-flow="address"]')).to_have_class(re.compile(r"\bactive-flow\b"))
+    pg.page.locator('#diagram g.node[data-state="getting_address"]').click()
+    details = pg.page.get_by_test_id("state-details")
+    expect(details).to_contain_text("calls")
+    expect(details).to_contain_text("address_done")
+    expect(details).to_contain_text("waiting")
+
+    pg.say("Springfield")
+    pg.wait_idle()
+    pg.expect_state("confirm/asking")
+    expect_flows(pg, "order", "address", "confirm", waiting="getting_address address/checking")
+    pg.page.locator('[data-testid="event-button"][data-event="cancel"]').click()
+    pg.wait_idle()
+    pg.expect_state("cancel_order/asking")
+    expect_flows(
+        pg, "order", "address", "confirm", "cancel_order", waiting="getting_address address/checking confirm/asking"
+    )
+    expect(pg.page.get_by_test_id("flow-notice")).to_have_attribute("data-interrupted-by", "cancel_order")
+    if server.kind == "embedded":
+        ARTIFACTS.mkdir(exist_ok=True)
+        pg.page.screenshot(path=str(ARTIFACTS / "playground-ordering.png"))
+    pg.page.get_by_test_id("diagram-zoom").click()  # full size, scrolled to the current state
+    expect(pg.page.get_by_test_id("diagram")).to_have_class(re.compile(r"\bzoomed\b"))
+    expect(pg.page.locator("#diagram g.node.current")).to_be_in_viewport()
+    if server.kind == "embedded":
+        pg.page.screenshot(path=str(ARTIFACTS / "playground-ordering-zoomed.png"))
+
+    pg.say("yes")
+    pg.wait_idle()
+    pg.expect_state("getting_address")  # where the order was when it aborted
+    expect(pg.messages("assistant").last).to_contain_text("Your order is cancelled. Goodbye!")
+    notice = pg.page.get_by_test_id("flow-notice")
+    expect(notice).to_have_attribute("data-aborted", "cancel_order confirm address order")
+    expect(notice).to_have_text("aborted: cancel_order, confirm, address, order")
+    expect_flows(pg, "order")
+    expect(pg.page.get_by_test_id("active-flow")).to_have_attribute("data-status", "aborted")
+    expect(pg.page.get_by_test_id("actions-note")).to_contain_text("aborted")
+    expect(pg.page.get_by_test_id("user-input")).to_be_hidden()
+    aborted = pg.page.locator('[data-testid="history-entry"][data-kind="flow_aborted"]')
+    expect(aborted).to_have_count(4)
+    expect(aborted.last).to_contain_text("order aborted in getting_address")
+    expect(aborted.first).to_contain_text("cancel_order aborted in cancelled")
+    pg.check()
+
+
 def test_api_keys_another_prefix_event_buttons_and_a_final_state(secured: Served, playground: Any) -> None:
     pg: Playground = playground(secured)
     expect(pg.page.get_by_test_id("banner")).to_contain_text("needs an API key")

@@ -16,19 +16,24 @@ const els = {
   lastname: $("user-lastname"), seed: $("seed-data"), apiKey: $("api-key"),
   sessionList: $("session-list"), sessionsHint: $("sessions-hint"), refreshSessions: $("refresh-sessions"),
   chat: $("chat"), sessionId: $("session-id"), stateBadge: $("state-badge"), messages: $("messages"),
+  activeFlows: $("active-flows"), activeFlowsList: $("active-flows-list"), flowNotice: $("flow-notice"),
   emptyChat: $("empty-chat"), progressRow: $("progress-row"), progress: $("progress"),
   progressLabel: $("progress-label"), inputForm: $("input-form"), userInput: $("user-input"), send: $("send"),
   eventButtons: $("event-buttons"), actionsNote: $("actions-note"), anyEvent: $("any-event"),
   anyEventForm: $("any-event-form"), anyEventName: $("any-event-name"), anyEventInput: $("any-event-input"),
   diagram: $("diagram"), stateDetails: $("state-details"), diagramSource: $("diagram-source"),
   diagramFormat: $("diagram-format"), diagramText: $("diagram-text"), downloadSvg: $("download-svg"),
+  diagramZoom: $("diagram-zoom"),
   model: $("model"), modelClass: $("model-class"), copyModel: $("copy-model"),
   usage: $("usage"), history: $("history"), historyCount: $("history-count"),
 };
 
 const state = {
   key: null, flow: null, states: new Map(), idByValue: new Map(),
+  nodeByValue: new Map(),  // "<flow>\u0000<state value as JSON>" -> node, for the flows a session runs
+  composed: false,  // the flow runs other flows (sub-flows, interruptions)
   session: null, epoch: 0, inFlight: false, controller: null, nextActions: [], stateId: null, model: null,
+  waiting: [],  // the nodes whose flows wait on the session's stack
   seen: 0,  // how many of the model's dialogue elements the conversation shows
 };
 
@@ -150,8 +155,16 @@ async function selectFlow(key, resumeId = null) {
     const [flow, svg] = await Promise.all([client.flow(key), client.diagram(key, "svg")]);
     if (state.key !== key) return;
     state.flow = flow;
-    state.states = new Map(flow.states.map((item) => [item.id, item]));
+    const nodes = flow.nodes && flow.nodes.length ? flow.nodes : flow.states;
+    state.states = new Map(nodes.map((item) => [item.id, item]));
     state.idByValue = new Map(flow.states.map((item) => [JSON.stringify(item.value), item.id]));
+    state.nodeByValue = new Map(nodes.filter((item) => item.flow !== undefined)
+      .map((item) => [`${item.flow}\u0000${JSON.stringify(item.value)}`, item.id]));
+    state.composed = Boolean(flow.children && flow.children.length);
+    for (const legendKey of document.querySelectorAll(".legend .subflow, .legend .waiting")) {
+      legendKey.hidden = !state.composed;
+    }
+    ledger.rootFlow = flow.flow || key;
     diagram.load(svg, flow);
     els.modelClass.textContent = flow.model.split(".").pop();
     els.modelClass.title = flow.model;
@@ -181,11 +194,12 @@ function showStateDetails(stateId) {
   title.append(`${info.name} `, code(info.id));
   const tags = document.createElement("p");
   tags.className = "tags";
-  for (const [shown, text] of [[true, info.kind], [info.initial, "initial"], [info.final, "final"],
-    [stateId === state.stateId, "current"]]) {
+  for (const [shown, text] of [[state.composed && info.flow, `flow ${info.flow}`], [true, info.kind],
+    [info.initial, "initial"], [info.final, "final"], [info.aborts, "aborts"], [stateId === state.stateId, "current"],
+    [state.waiting.includes(stateId) && stateId !== state.stateId, "waiting"]]) {
     if (!shown) continue;
     const tag = document.createElement("span");
-    tag.className = `tag tag-${text}`;
+    tag.className = `tag tag-${text.split(" ")[0]}`;
     tag.textContent = text;
     tags.append(tag);
   }
@@ -197,10 +211,28 @@ function showStateDetails(stateId) {
     dd.append(...content);
     facts.append(dt, dd);
   };
-  fact("template", code(typeof info.template === "string" ? info.template : JSON.stringify(info.template, null, 2)));
+  const call = (state.flow.subflows || []).find((item) => item.node === stateId);
+  if (call) {
+    const goesOn = call.on_complete ? ["; when it completes, sends ", code(call.on_complete)] : [];
+    const onAbort = call.on_abort ? ["; when it aborts, ", code(call.on_abort)] : ["; when it aborts, this flow aborts too"];
+    fact("calls", code(call.flow), ...goesOn, ...onAbort);
+  } else {
+    fact("template", code(typeof info.template === "string" ? info.template
+      : JSON.stringify(info.template, null, 2)));
+  }
   fact("events", info.events.length ? info.events.join(", ") : "none (a final state)");
   if (info.completion_event) fact("when done", code(info.completion_event));
-  const out = state.flow.transitions.filter((transition) => transition.source === stateId);
+  const interruptions = interruptionsOf(info.flow);
+  if (interruptions.length && info.kind === "user" && !info.final) {
+    fact("interruptions", ...interruptions.map((item) => {
+      const line = document.createElement("div");
+      line.append(code(item.flow), ` on ${item.trigger} (priority ${item.priority})`);
+      return line;
+    }));
+  }
+  const transitions = state.flow.node_transitions && state.flow.node_transitions.length
+    ? state.flow.node_transitions : state.flow.transitions;
+  const out = transitions.filter((transition) => transition.source === stateId);
   if (out.length) {
     fact("transitions", ...out.map((transition) => {
       const line = document.createElement("div");
@@ -217,6 +249,76 @@ function code(text) {
   return element;
 }
 
+/** The interruptions the flow named `flowName` declares (the session's own flow or one it runs). */
+function interruptionsOf(flowName) {
+  const flow = state.flow;
+  if (!flow || !flowName) return [];
+  if (flowName === flow.flow) return flow.interruptions || [];
+  const child = (flow.children || []).find((item) => item.name === flowName);
+  return child ? child.interruptions : [];
+}
+
+// ---- the flows a session runs: the breadcrumb of active flows and the notice of the last turn --
+/** The node the session is in: its own flow's state, or the state of the flow on top of its stack. */
+function nodeOf(model) {
+  const frames = (model.flows && model.flows.frames) || [];
+  if (frames.length) {
+    const top = frames[frames.length - 1];
+    const node = state.nodeByValue.get(`${top.flow}\u0000${JSON.stringify(top.model.state)}`);
+    if (node) return node;
+  }
+  return state.idByValue.get(JSON.stringify(model.state)) || null;
+}
+
+/** The nodes whose flows wait on the session's stack: the states that called a sub-flow or were interrupted. */
+function waitingOf(model) {
+  return ((model.flows && model.flows.frames) || []).map((frame) => frame.caller);
+}
+
+/**
+ * Show the flows running now, outermost first (a response's `active_flows`, else the model's stack), with the
+ * status each has on the model's stack (active, interrupted).
+ */
+function showActiveFlows(model, names = null) {
+  const frames = (model && model.flows && model.flows.frames) || [];
+  const own = state.flow ? state.flow.flow || state.key : state.key;
+  const listed = names && names.length ? names : [own, ...frames.map((frame) => frame.flow)];
+  const statuses = [(model && model.flows && model.flows.status) || "active", ...frames.map((frame) => frame.status)];
+  const kinds = [null, ...frames.map((frame) => frame.kind)];
+  els.activeFlows.hidden = !state.session || (!state.composed && listed.length < 2);
+  els.activeFlows.dataset.flows = listed.join(" ");
+  els.activeFlowsList.replaceChildren(...listed.map((name, index) => {
+    const item = document.createElement("li");
+    item.dataset.flow = name;
+    item.dataset.testid = "active-flow";
+    const status = listed.length === statuses.length ? statuses[index] : "";
+    if (status) item.dataset.status = status;
+    if (kinds[index] && listed.length === kinds.length) item.dataset.kind = kinds[index];
+    item.textContent = name;
+    item.title = [kinds[index] === "interruption" ? "interrupting flow" : kinds[index] === "subflow" ? "sub-flow"
+      : index === 0 ? "the session's flow" : "", status].filter(Boolean).join(", ");
+    if (index === listed.length - 1) item.setAttribute("aria-current", "step");
+    return item;
+  }));
+}
+
+/** Say what the last event did to the session's flows (a response's or model's notice), or nothing. */
+function showNotice(notice) {
+  const parts = [];
+  const interrupted = notice && notice.interrupted_by;
+  const resumed = notice && notice.resumed;
+  const aborted = (notice && notice.aborted) || [];
+  if (interrupted) parts.push(`interrupted by ${interrupted}`);
+  if (resumed) parts.push(`${resumed} resumed`);
+  if (aborted.length) parts.push(`aborted: ${aborted.join(", ")}`);
+  els.flowNotice.hidden = parts.length === 0;
+  els.flowNotice.textContent = parts.join(" · ");
+  els.flowNotice.dataset.interruptedBy = interrupted || "";
+  els.flowNotice.dataset.resumed = resumed || "";
+  els.flowNotice.dataset.aborted = aborted.join(" ");
+  els.flowNotice.dataset.kind = aborted.length ? "aborted" : interrupted ? "interrupted" : resumed ? "resumed" : "";
+}
+
 // ---- sessions ------------------------------------------------------------------------------
 function leaveSession() {
   state.epoch += 1;
@@ -226,12 +328,16 @@ function leaveSession() {
   state.inFlight = false;
   state.stateId = null;
   state.model = null;
+  state.waiting = [];
   state.seen = 0;
   els.chat.dataset.busy = "false";
   els.messages.replaceChildren();
   els.emptyChat.hidden = false;
   els.sessionId.textContent = "";
   els.stateBadge.hidden = true;
+  els.activeFlows.hidden = true;
+  els.activeFlowsList.replaceChildren();
+  showNotice(null);
   els.progressRow.hidden = true;
   els.anyEvent.hidden = true;
   els.copyModel.disabled = true;
@@ -299,6 +405,7 @@ async function resume(sessionId) {
   }
   if (epoch !== state.epoch) return;
   applyModel(answer.model);
+  showNotice(answer.model.flows && answer.model.flows.notice);
   showUnseen(answer.model);
   setActions(answer.nextActions);
   if (isPolling(answer.nextActions)) await follow();
@@ -330,9 +437,10 @@ async function refreshSessions() {
   await Promise.all(ids.map(async (id) => {
     const label = els.sessionList.querySelector(`[data-session-id="${CSS.escape(id)}"] .session-state`);
     try {
-      const { model: value } = await client.model(key, id, "state");
-      const stateId = state.idByValue.get(JSON.stringify(value));
-      if (label) label.textContent = stateId ? stateName(stateId) : String(value);
+      const path = state.composed ? "{state: state, flows: {frames: flows.frames[-1:]}}" : "state";
+      const { model: value } = await client.model(key, id, path);
+      const stateId = state.composed ? nodeOf(value) : state.idByValue.get(JSON.stringify(value));
+      if (label) label.textContent = stateId ? stateName(stateId) : String(state.composed ? value.state : value);
     } catch (error) {
       if (label) label.textContent = error.code === "unknown_session" ? "expired" : "?";
       if (error.code === "unknown_session") forgetSession(key, id);
@@ -399,14 +507,16 @@ function applyModel(model) {
     const stateId = name === "state" ? state.idByValue.get(JSON.stringify(value)) : null;
     return stateId ? `state ${stateId}` : null;
   });
-  setCurrentState(state.idByValue.get(JSON.stringify(model.state)) || null);
+  state.waiting = waitingOf(model);
+  setCurrentState(nodeOf(model));
+  showActiveFlows(model);
   updateListedState(state.session, state.stateId);
   ledger.refresh(state.key, state.session);  // its usage and history, read after every settled turn
 }
 
 function setCurrentState(stateId, running = false) {
   state.stateId = stateId;
-  diagram.highlight(stateId, { running });
+  diagram.highlight(stateId, { running, waiting: state.waiting });
   const info = state.states.get(stateId);
   els.stateBadge.hidden = !info;
   if (info) {
@@ -483,9 +593,11 @@ function setActions(actions) {
     button.addEventListener("click", () => send(name, ""));
     return button;
   }));
+  const aborted = Boolean(state.model && state.model.flows && state.model.flows.status === "aborted");
   els.actionsNote.textContent = !state.session ? ""
     : isPolling(state.nextActions) ? "A run is in flight."
-      : state.nextActions.length === 0 ? "The flow is in a final state: it takes no more events." : "";
+      : state.nextActions.length === 0 && aborted ? "The flow was aborted: it takes no more events."
+        : state.nextActions.length === 0 ? "The flow is in a final state: it takes no more events." : "";
   syncDisabled();
 }
 
@@ -509,6 +621,7 @@ function beginTurn(event, input) {
   syncDisabled();
   setProgress(null);
   els.progressRow.hidden = false;
+  if (event !== null) showNotice(null);
   diagram.clearTaken();
   if (event === USER_INPUT) {
     turn.sent = addMessage("user", input);
@@ -532,7 +645,7 @@ function endTurn(turn) {
   state.controller = null;
   els.chat.dataset.busy = "false";
   els.progressRow.hidden = true;
-  if (state.stateId) diagram.highlight(state.stateId);
+  if (state.stateId) diagram.highlight(state.stateId, { waiting: state.waiting });
   syncDisabled();
   if (!els.inputForm.hidden) els.userInput.focus();
 }
@@ -612,6 +725,8 @@ async function finishTurn(turn, final) {
   }
   const current = await refreshModel();
   if (!current) return;
+  showActiveFlows(current.model, final.active_flows);
+  showNotice(final);
   if (turn.followed) showUnseen(current.model, turn.followed);
   state.seen = (current.model.dialogue || []).length;
   setActions(final.next_actions);
@@ -747,6 +862,11 @@ function wire() {
   els.diagramSource.addEventListener("toggle", showDiagramText);
   els.diagramFormat.addEventListener("change", showDiagramText);
   els.downloadSvg.addEventListener("click", downloadSvg);
+  els.diagramZoom.addEventListener("click", () => {
+    const on = els.diagramZoom.getAttribute("aria-pressed") !== "true";
+    els.diagramZoom.setAttribute("aria-pressed", String(on));
+    diagram.zoom(on);
+  });
   els.copyModel.addEventListener("click", async () => {
     if (!state.model) return;
     try {

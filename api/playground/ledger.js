@@ -7,8 +7,11 @@ const FIGURES = [
 const GROUPS = [["by_state", "By state"], ["by_template", "By template"], ["by_model", "By model"]];
 const KIND_LABELS = {
   event: "event", state_entered: "entered", invoker_run: "run", invoker_failure: "call failed",
-  budget_refused: "over budget", migrated: "migrated",
+  budget_refused: "over budget", migrated: "migrated", flow_started: "flow started", flow_interrupted: "interrupted",
+  flow_resumed: "resumed", flow_completed: "completed", flow_aborted: "aborted",
 };
+/** The kinds about a flow's life (sub-flows, interruptions); their `detail` is told in words. */
+const FLOW_KINDS = new Set(["flow_started", "flow_interrupted", "flow_resumed", "flow_completed", "flow_aborted"]);
 
 export class LedgerView {
   /**
@@ -21,6 +24,7 @@ export class LedgerView {
     this.historyCount = elements.historyCount;
     this.client = client;
     this.generation = 0;  // a newer refresh (or a cleared view) drops the answers of older ones
+    this.rootFlow = "";  // the name of the session's own flow: history entries name it null
   }
 
   clear() {
@@ -77,7 +81,7 @@ export class LedgerView {
   renderHistory(report) {
     const entries = report.entries;
     this.history.dataset.session = report.session_id;
-    this.history.replaceChildren(...entries.map((entry) => historyItem(entry)));
+    this.history.replaceChildren(...entries.map((entry) => historyItem(entry, this.rootFlow)));
     const dropped = entries.length >= report.limit ? ", older ones dropped" : "";
     this.historyCount.textContent = `${entries.length} of ${report.limit} kept${dropped}`;
     this.historyCount.title = `The session keeps its last ${report.limit} history entries.`;
@@ -198,11 +202,12 @@ function money(value, currency) {
 }
 
 // ---- history -------------------------------------------------------------------------------
-function historyItem(entry) {
+function historyItem(entry, rootFlow = "") {
   const item = el("li", "history-entry");
   item.dataset.testid = "history-entry";
   item.dataset.kind = entry.kind;
   if (entry.state) item.dataset.state = entry.state;
+  if (entry.flow) item.dataset.flow = entry.flow;
   if (entry.outcome) item.dataset.outcome = entry.outcome;
   const at = new Date(entry.at);
   const time = el("time", "history-time", Number.isNaN(at.getTime()) ? "" : at.toLocaleTimeString([], { hour12: false }));
@@ -213,7 +218,7 @@ function historyItem(entry) {
   badge.dataset.testid = "history-kind";
   if (entry.outcome) badge.dataset.outcome = entry.outcome;
   const text = el("div", "history-text");
-  text.append(...describe(entry));
+  text.append(...describe(entry, rootFlow));
   if (entry.error) {
     const error = el("div", "history-error", entry.error);
     error.dataset.testid = "history-error";
@@ -223,10 +228,13 @@ function historyItem(entry) {
   return item;
 }
 
-function describe(entry) {
+function describe(entry, rootFlow = "") {
   const parts = [];
   const add = (...items) => parts.push(...items);
   const sep = () => parts.length && add(" · ");
+  const detail = entry.detail || {};
+  const flowName = entry.flow || rootFlow || "the flow";
+  if (entry.flow && !FLOW_KINDS.has(entry.kind)) add(flowTag(entry.flow), " ");  // a state of another flow
   switch (entry.kind) {
     case "event":
       add(el("code", "event-name", entry.event || "?"), " ", entry.state || "?", " → ", entry.target || "?");
@@ -237,11 +245,27 @@ function describe(entry) {
     case "invoker_run":
       add(entry.state || "?");
       break;
-    case "migrated": {
-      const detail = entry.detail || {};
+    case "migrated":
       add("from ", String(detail.from ?? "?"), " to ", String(detail.to ?? "?"));
       break;
-    }
+    case "flow_started":
+      add(flowTag(flowName), detail.kind === "interruption" ? " started in " : " called by ", entry.state || "?");
+      if (detail.trigger) add(" on ", String(detail.trigger));
+      break;
+    case "flow_interrupted":
+      add(flowTag(flowName), " interrupted in ", entry.state || "?", " by ", flowTag(String(detail.by ?? "?")));
+      if (detail.trigger) add(" on ", String(detail.trigger));
+      break;
+    case "flow_resumed":
+      add(flowTag(flowName), " resumed in ", entry.state || "?");
+      if (detail.after) add(" after ", flowTag(String(detail.after)));
+      break;
+    case "flow_completed":
+      add(flowTag(flowName), " completed in ", entry.state || "?");
+      break;
+    case "flow_aborted":
+      add(flowTag(flowName), " aborted in ", entry.state || "?");
+      break;
     default:
       if (entry.state) add(entry.state);
   }
@@ -259,7 +283,7 @@ function describe(entry) {
     duration.dataset.testid = "history-duration";
     add(duration);
   }
-  if (entry.detail && entry.kind !== "migrated") {
+  if (entry.detail && entry.kind !== "migrated" && !FLOW_KINDS.has(entry.kind)) {
     sep();
     add(el("span", "muted", JSON.stringify(entry.detail)));
   }
@@ -293,4 +317,10 @@ function el(tag, className = "", text = undefined) {
 
 function code(text) {
   return el("code", "", text);
+}
+
+function flowTag(name) {
+  const tag = el("span", "flow-tag", name);
+  tag.dataset.testid = "history-flow";
+  return tag;
 }
