@@ -19,6 +19,7 @@ from genie_graph import POLL, AIResponse, AIStatusResponse, EventInput, GenieFlo
 from genie_graph._history import HistoryKind
 from genie_graph.errors import UnknownSession
 
+from ._approvals import ApprovalDecision, ApprovalList
 from ._auth import Caller, CallerDep
 from ._describe import DIAGRAM_MEDIA_TYPES, DiagramFormat, Diagrams, FlowDescription, describe_flow, session_highlight
 from ._errors import ApiError, ErrorBody, install_error_handlers, responses
@@ -96,6 +97,7 @@ def create_app(
     genie_flow_status_codes: bool = False,
     close_flow: bool = False,
     playground: bool = True,
+    roles: Mapping[str, Sequence[str]] | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
     """A FastAPI app serving ``flow`` with Genie Flow's routes under ``prefix``.
@@ -113,6 +115,7 @@ def create_app(
         playground: serve the playground, a web page to chat with the flows and watch their state
             machines, at ``/`` (and ``/playground/``). It uses the API like any client, so API keys
             apply to it too.
+        roles: ``{caller name: [role, ...]}``, for tools whose approvals need ``role:<name>``.
         **fastapi_options: passed to ``FastAPI(...)`` (``title``, ``root_path``, ``debug``, ...).
 
     Returns:
@@ -147,6 +150,7 @@ def create_app(
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
         )
     app.state.api_keys = dict(api_keys or {})
+    app.state.roles = {name: list(granted) for name, granted in (roles or {}).items()}
     router = APIRouter(prefix=prefix)
     diagrams = Diagrams()
 
@@ -346,6 +350,44 @@ def create_app(
         return history_report(await flow.aget_model(model_key, session_id), kind, last)
 
     @router.get(
+        "/{model_key}/approvals/{session_id}",
+        response_model=ApprovalList,
+        summary="The session's tool calls waiting for a person, and the latest decided ones",
+        responses=responses(401, 404, 503),
+    )
+    async def approvals(
+        model_key: Annotated[str, _MODEL_KEY], session_id: Annotated[str, _SESSION_ID], caller: CallerDep
+    ) -> ApprovalList:
+        flow.flow_of(model_key)
+        await check_owner(model_key, session_id, caller)
+        requests = await flow.aapprovals(model_key, session_id)
+        return ApprovalList(session_id=session_id, approvals=[request.public() for request in requests])
+
+    @router.post(
+        "/{model_key}/approvals/{session_id}/{approval_id}",
+        response_model=AIResponse,
+        summary="Approve or deny a tool call the session waits for",
+        description="The run goes on in the background (poll for its answer): an approved tool runs, a denied "
+        "one is reported to the model. Who may decide is the tool's `approvers`: `sender` (who the run was "
+        "for, or the session's owner), `member`, `anyone` or `role:<name>` (the server's `roles`). A request "
+        "past its `expires_at` counts as denied. Every decision is in the session's history.",
+        responses=responses(401, 403, 404, 409, 503),
+    )
+    async def decide(
+        model_key: Annotated[str, _MODEL_KEY],
+        session_id: Annotated[str, _SESSION_ID],
+        approval_id: Annotated[str, Path(max_length=64, description="the request's id")],
+        body: ApprovalDecision,
+        caller: CallerDep,
+    ) -> AIResponse:
+        flow.flow_of(model_key)
+        who = caller.name if app.state.api_keys else body.by
+        granted = list(app.state.roles.get(who, ())) if who is not None else []
+        return await flow.adecide_approval(
+            model_key, session_id, approval_id, body.approve, by=who, roles=granted, reason=body.reason
+        )
+
+    @router.get(
         "/{model_key}/flow",
         response_model=FlowDescription,
         summary="The flow's states, events, transitions and model fields",
@@ -451,7 +493,30 @@ def settings_from_env() -> dict[str, Any]:
     limit = os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", "").strip()
     if limit:
         options["max_event_input_bytes"] = int(limit)
+    roles = os.environ.get("GENIE_GRAPH_API_ROLES", "").strip()
+    if roles:
+        options["roles"] = parse_roles(roles)
     return options
+
+
+def parse_roles(text: str) -> dict[str, list[str]]:
+    """``alice:manager+auditor,bob:clerk`` as ``{"alice": ["manager", "auditor"], "bob": ["clerk"]}``.
+
+    Raises:
+        ValueError: an entry is not ``name:role[+role...]``.
+    """
+    roles: dict[str, list[str]] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        name, sep, granted = entry.partition(":")
+        names = [role.strip() for role in granted.split("+") if role.strip()]
+        if not sep or not name.strip() or not names:
+            raise ValueError(
+                f"role entry {entry!r} is not name:role; write GENIE_GRAPH_API_ROLES=alice:manager+auditor"
+            )
+        roles.setdefault(name.strip(), []).extend(names)
+    return roles
 
 
 def parse_api_keys(text: str) -> dict[str, str]:

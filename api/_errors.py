@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from genie_graph.errors import (
+    ApprovalError,
     EventFailed,
     EventNotAllowed,
     FlowVersionUnsupported,
@@ -87,6 +88,9 @@ def as_api_error(exc: Exception, genie_flow_status_codes: bool = False) -> ApiEr
             current_version=exc.current,
             served_versions=exc.served,
         )
+    if isinstance(exc, ApprovalError):
+        status = {"unknown_approval": 404, "approval_forbidden": 403}.get(exc.code, 409)
+        return ApiError(status, exc.code, str(exc), session_id=exc.session_id, approval_id=exc.approval_id)
     if isinstance(exc, StoreUnavailable):
         return ApiError(503, "store_unavailable", str(exc), headers={"Retry-After": "1"}, store=exc.url)
     raise exc
@@ -108,6 +112,7 @@ def install_error_handlers(app: FastAPI, genie_flow_status_codes: bool) -> None:
         EventFailed,
         FlowVersionUnsupported,
         StoreUnavailable,
+        ApprovalError,
     )
     for kind in handled:
         app.add_exception_handler(kind, handle)
@@ -118,10 +123,13 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         400: "the JMESPath `path` does not parse",
         401: "API keys are on and the request carries no valid key",
-        404: "unknown model key, or unknown (or expired, or another caller's) session",
+        403: "the caller may not decide this approval request (`approval_forbidden`); nothing changed",
+        404: "unknown model key, or unknown (or expired, or another caller's) session, or unknown approval "
+        "request (`unknown_approval`)",
         409: "the event is not allowed in the current state (`event_not_allowed`), "
         "or a run is in flight (`session_busy`), or the session started on a flow version this server neither "
-        "serves nor migrates (`flow_version_unsupported`); the session is unchanged",
+        "serves nor migrates (`flow_version_unsupported`), or the approval request was decided or expired "
+        "already (`approval_closed`); the session is unchanged",
         413: "`event_input` is larger than the configured limit",
         422: "the body is malformed, or a hook or template of the flow failed on this event (`event_failed`); "
         "the session is unchanged",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._user import User
@@ -87,6 +89,11 @@ class AIResponse(GenieMessageWithActions):
     )
     aborted: list[str] | None = Field(
         default=None, exclude_if=_is_none, description="The flows that aborted with this event, innermost first."
+    )
+    approvals: list[dict[str, Any]] | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description="Tool calls waiting for a person's decision (decide with POST .../approvals/{session}/{id}).",
     )
 
 

@@ -470,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve the flow's HTTP API (Genie Flow's routes, with streaming) with uvicorn",
-        description="Serve the flow over HTTP. API keys come from $GENIE_GRAPH_API_KEYS (name:key,name2:key2); "
+        description="Serve the flow over HTTP. API keys come from $GENIE_GRAPH_API_KEYS (name:key,name2:key2), "
+        "callers' roles for tool approvals from $GENIE_GRAPH_API_ROLES (name:role+role2,name2:role); "
         "with them, every route but /health needs a key and sessions are bound to their caller.",
     )
     serve.add_argument("--host", default=os.environ.get("GENIE_GRAPH_HOST", "127.0.0.1"), help="(127.0.0.1)")

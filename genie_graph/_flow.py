@@ -40,6 +40,7 @@ from ._subflows import (
     running_trigger_events,
     trigger_events,
 )
+from ._tools import ApprovalStatus, pending_approval
 from ._usage import Budget, CallUsage
 from .errors import BudgetExceeded, EventNotAllowed, FlowDefinitionError
 
@@ -286,6 +287,9 @@ class CompiledFlow:
         stack, told = model.flows, dict[str, Any]()
         if stack.frames:
             told["active_flows"] = self.flows_running(model)
+        waiting = [request.public() for request in model.approvals if request.status is ApprovalStatus.PENDING]
+        if waiting:
+            told["approvals"] = waiting
         if stack.notice is not None:
             told["interrupted_by"] = stack.notice.interrupted_by
             told["resumed"] = stack.notice.resumed
@@ -293,8 +297,11 @@ class CompiledFlow:
         return told
 
     def session_actions(self, model: GenieModel) -> list[str]:
-        """The events the session takes now: its active state's, then the interruptions' that may fire."""
-        if model.flows.status is FlowStatus.ABORTED:
+        """The events the session takes now: its active state's, then the interruptions' that may fire.
+
+        None while the session's flow is aborted, or while a tool call waits for approval.
+        """
+        if model.flows.status is FlowStatus.ABORTED or (model.approvals and pending_approval(model)):
             return []
         if not model.flows.frames and not self.interruptions:
             return self.next_actions(self.state_of(model))

@@ -40,6 +40,10 @@ class HistoryKind(StrEnum):
     """``flow`` resumed in ``state`` after the flow interrupting it ended."""
     FLOW_COMPLETED = "flow_completed"
     """``flow`` reached its final state ``state``."""
+    APPROVAL_REQUESTED = "approval_requested"
+    """A tool call waits for a person's approval (``detail``: id, tool, arguments, asked_by, approvers)."""
+    APPROVAL_DECIDED = "approval_decided"
+    """A tool call was approved, denied or expired (``detail``: id, tool, status, by, reason): the audit trail."""
     FLOW_ABORTED = "flow_aborted"
     """``flow`` aborted in ``state`` (one of its ``abort_states``, or a flow it depended on aborted)."""
 

@@ -39,6 +39,7 @@ from pydantic_core import core_schema, to_json
 from genie_graph import _packing
 from genie_graph._history import HistoryEntry, HistoryKind
 from genie_graph._stack import FlowStack, flow_label
+from genie_graph._tools import ApprovalRequest
 from genie_graph._usage import SessionUsage
 from genie_graph.errors import SchemaUpgradeError, SecondaryStorageError, SerializationError
 
@@ -580,6 +581,9 @@ class GenieModel(VersionedModel):
     usage: SessionUsage = Field(default_factory=SessionUsage, description="tokens and cost of the invoker calls")
     history: list[HistoryEntry] = Field(default_factory=list, description="what happened, oldest first (bounded)")
     flows: FlowStack = Field(default_factory=FlowStack, description="the sub-flows and interruptions running now")
+    approvals: list[ApprovalRequest] = Field(
+        default_factory=list, description="tool calls waiting for, or given, a person's decision"
+    )
 
     history_limit: ClassVar[int] = 200
     """How many history entries a session keeps; the oldest are dropped beyond it."""
@@ -719,7 +723,7 @@ class GenieModel(VersionedModel):
         """
         # The history is left out: templates see what they need of it as last_user_message and the like,
         # and dumping up to history_limit entries for every render would cost every turn.
-        data = self.model_dump(serialize_as_any=True, exclude={"secondary_storage", "history", "flows"})
+        data = self.model_dump(serialize_as_any=True, exclude={"secondary_storage", "history", "flows", "approvals"})
         data["secondary_storage"] = {
             key: value.model_dump(serialize_as_any=True) for key, value in self.secondary_storage._values.items()
         }

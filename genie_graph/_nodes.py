@@ -48,6 +48,18 @@ from ._packing import PACKED_FIELDS, pack, packing
 from ._subflows import call_subflow, model_at, node_name, pick_interruption, store_model
 from ._subflows import finish as finish_flow
 from ._subflows import interrupt as interrupt_flow
+from ._tools import (
+    ApprovalRequest,
+    ApprovalRequired,
+    BadDecision,
+    ToolRun,
+    apply_decision,
+    asked_by,
+    current_tool_run,
+    pending_approval,
+    record_auto_approvals,
+    record_request,
+)
 from ._usage import collecting_usage
 from .errors import BudgetExceeded, EventNotAllowed, RunCutOff
 
@@ -151,6 +163,10 @@ class _Scope:
 
     def refusal(self, event: str, reason: str = "") -> EventNotAllowed:
         return self.root.session_refusal(self.session, event, reason)
+
+
+def _approval_payload(scope: _Scope, model: GenieModel, request: ApprovalRequest) -> dict[str, Any]:
+    return {**_waiting_payload(scope, model), "approval": request.public()}
 
 
 def _waiting_payload(scope: _Scope, model: GenieModel) -> dict[str, Any]:
@@ -317,6 +333,16 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
             report.durable.set()  # this node runs after the accepted transition was saved
         if _invoker_is_waiting(model, node_id):
             return await _await_event(scope, model, model.task_error)
+        decided: ApprovalRequest | None = None
+        waiting_for = pending_approval(model, node_id)
+        if waiting_for is not None:  # a tool call waits for a person: nothing runs before the decision
+            resume = interrupt(_approval_payload(scope, model, waiting_for))
+            try:
+                decided = apply_decision(model, waiting_for, resume, state_id, scope.label)
+            except BadDecision as bad:
+                return _refuse(node_id, scope.refusal("?", str(bad)), report, None)
+            if report is not None:
+                report.accept(node_id)
         if is_initial and model.state is None:
             _name_session(model, config)
             await flow.enter_initial_state(model, record_intro=False)
@@ -332,6 +358,9 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
         starts = await count_start(model.session_id, node_id, config)
         started = time.perf_counter()
         override = flow.failures.overrides.get(state_id)
+        tools = ToolRun(asked_by=asked_by(model), state=node_id, model=model, resume=decided)
+        approval: ApprovalRequest | None = None
+        tools_token = current_tool_run.set(tools)
         with collecting_usage() as usage, failure_scope(override) as failed_calls:
             try:
                 flow.check_budget(model, state_id)
@@ -343,6 +372,8 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
                     output = apply_on_error(on_error, flow.runner.library, flow.render_data(model), cut_off)
                 else:
                     output = await flow.runner.run(template, lambda: flow.render_data(model), progress)
+            except ApprovalRequired as asked:  # the run waits for a person's decision on a tool call
+                approval, output = asked.request, ""
             except OnErrorEvent as routed:
                 handled, event, output = routed, routed.event, routed.content
             except OnErrorState as moved:
@@ -354,6 +385,12 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
             except Exception as exc:  # an invoker's failure is kept on the session, not raised
                 logger.warning("invoker state %s of session %s failed: %s", state_id, model.session_id, exc)
                 failure, output = exc, ""
+        current_tool_run.reset(tools_token)
+        record_auto_approvals(model, tools.audit, state_id, scope.label)
+        if approval is not None:
+            flow.add_usage(model, node_id, usage.calls)
+            record_request(model, approval, state_id, scope.label)
+            return Command(update=scope.update(model), goto=node_id)  # it runs again to wait for the decision
         failed = failure or (handled.__cause__ if handled is not None else None)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
 

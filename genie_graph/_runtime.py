@@ -46,6 +46,7 @@ from ._packing import packing_channels
 from ._stack import FlowStatus
 from ._stores import FeedItem, SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
+from ._tools import ApprovalPolicy, ApprovalRequest, ApprovalStatus, pending_approval
 from ._usage import PriceTable
 from ._user import User
 from ._versions import (
@@ -57,6 +58,7 @@ from ._versions import (
     write_migration,
 )
 from .errors import (
+    ApprovalError,
     EventFailed,
     EventNotAllowed,
     FlowVersionUnsupported,
@@ -1100,6 +1102,12 @@ class GenieFlow:
             return AIResponse(session_id=session_id, error=error, next_actions=flow.session_actions(model))
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             return AIResponse(session_id=session_id, next_actions=[POLL])
+        waiting = pending_approval(model)
+        if waiting is not None and waiting.expired():  # not decided in time: it counts as denied
+            async with self._lock(session_id):
+                if self._in_flight(session_id) is None:
+                    await self._expire(model_key, session_id, model, waiting)
+            return AIResponse(session_id=session_id, next_actions=[POLL])
         return self._answer(flow, model)
 
     async def _resume_cut_off_run(
@@ -1253,6 +1261,147 @@ class GenieFlow:
         if run.values is not None:
             return self._answer(flow, flow.model_class.model_validate(run.values))
         return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
+
+    # ---- approvals of tool calls ----------------------------------------------------------
+    async def _decide(
+        self,
+        model_key: str,
+        session_id: str,
+        approval_id: str,
+        approve: bool,
+        by: str | None,
+        roles: Sequence[str],
+        reason: str | None,
+    ) -> AIResponse:
+        store = await self._open_store()
+        async with self._lock(session_id):
+            shared_lock = (
+                store.event_lock(session_id, "approval", _EVENT_LOCK_WAIT_SECONDS)
+                if store.shared
+                else contextlib.nullcontext()
+            )
+            async with shared_lock:
+                if await self._progress_elsewhere(session_id) is not None:
+                    await self._record(model_key, session_id)
+                    raise SessionBusy(session_id, "approval")
+                record = await self._record(model_key, session_id)
+                snapshot, model = await self._snapshot(model_key, session_id, record)
+                request = next((r for r in model.approvals if r.id == approval_id), None)
+                if request is None:
+                    known = ", ".join(r.id for r in model.approvals if r.status is ApprovalStatus.PENDING) or "none"
+                    raise ApprovalError(
+                        "unknown_approval", session_id, approval_id, f"no such request (pending: {known})"
+                    )
+                if request.status is not ApprovalStatus.PENDING:
+                    raise ApprovalError(
+                        "approval_closed", session_id, approval_id, f"it was {request.status} by {request.decided_by}"
+                    )
+                if request.expired():
+                    await self._expire(model_key, session_id, model, request)
+                    raise ApprovalError(
+                        "approval_closed", session_id, approval_id, "it expired, which counts as denied"
+                    )
+                members = [m for m in (record.owner, record.user) if m]
+                if not ApprovalPolicy(request.approvers).allows(request, by, roles, members):
+                    raise ApprovalError(
+                        "approval_forbidden",
+                        session_id,
+                        approval_id,
+                        f"{by or 'an anonymous caller'} may not decide it; approvers: {request.approvers}"
+                        + (f" (it was asked by {request.asked_by})" if request.approvers == "sender" else ""),
+                    )
+                decision = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
+                return await self._resume_decision(model_key, session_id, model, request, decision, by, reason)
+
+    async def _resume_decision(
+        self,
+        model_key: str,
+        session_id: str,
+        model: GenieModel,
+        request: ApprovalRequest,
+        decision: ApprovalStatus,
+        by: str | None,
+        reason: str | None,
+    ) -> AIResponse:
+        """Resume the run waiting for ``request`` with ``decision``: the tool loop goes on."""
+        store = await self._open_store()
+        mark = await store.mark(session_id)
+        report = EventReport()
+        resume = {"approval": request.id, "decision": str(decision), "by": by, "reason": reason}
+        run = await self._start_run(
+            model_key, session_id, Command(resume=resume), report, mark, version=model.flow_version
+        )
+        if run is None:
+            raise SessionBusy(session_id, "approval")
+        await report.decided.wait()
+        if report.refusal is not None:
+            raise report.refusal
+        await report.durable.wait()
+        return AIResponse(session_id=session_id, next_actions=[POLL])
+
+    async def _expire(self, model_key: str, session_id: str, model: GenieModel, request: ApprovalRequest) -> None:
+        """A request past its time counts as denied: the run goes on with that."""
+        await self._resume_decision(model_key, session_id, model, request, ApprovalStatus.EXPIRED, "expiry", None)
+
+    def decide_approval(
+        self,
+        model_key: str,
+        session_id: str,
+        approval_id: str,
+        approve: bool,
+        *,
+        by: str | None = None,
+        roles: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> AIResponse:
+        """Approve or deny a tool call the session's run waits for; the run goes on in the background.
+
+        Args:
+            model_key: the session's model key.
+            session_id: the session.
+            approval_id: the request's id (``AIResponse.approvals``, ``approvals(...)``).
+            approve: True to run the tool, False to tell the model it was denied.
+            by: who decides (an API caller's name, or a user's email); checked against the
+                request's ``approvers``: ``sender`` (who the run was for, or the session's owner),
+                ``member``, ``anyone`` or ``role:<name>``.
+            roles: the decider's roles, for ``role:<name>`` approvers.
+            reason: why, kept in the audit trail and told to the model on a denial.
+
+        Returns:
+            ``next_actions == ["poll"]``: poll for the run's answer.
+
+        Raises:
+            ApprovalError: ``unknown_approval``, ``approval_closed`` (decided, or expired: which
+                counts as denied) or ``approval_forbidden``.
+            SessionBusy: a run is in flight.
+        """
+        return self._sync(self._decide(model_key, session_id, approval_id, approve, by, roles, reason))
+
+    async def adecide_approval(
+        self,
+        model_key: str,
+        session_id: str,
+        approval_id: str,
+        approve: bool,
+        *,
+        by: str | None = None,
+        roles: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> AIResponse:
+        """Async twin of :meth:`decide_approval`."""
+        return await self._async(self._decide(model_key, session_id, approval_id, approve, by, roles, reason))
+
+    async def _approvals(self, model_key: str, session_id: str) -> list[ApprovalRequest]:
+        model = await self._get_model(model_key, session_id)
+        return list(model.approvals)
+
+    def approvals(self, model_key: str, session_id: str) -> list[ApprovalRequest]:
+        """The session's approval requests, pending and decided (the latest decided ones)."""
+        return self._sync(self._approvals(model_key, session_id))
+
+    async def aapprovals(self, model_key: str, session_id: str) -> list[ApprovalRequest]:
+        """Async twin of :meth:`approvals`."""
+        return await self._async(self._approvals(model_key, session_id))
 
     async def _process_event(self, model_key: str, event: EventInput) -> AIResponse:
         if event.event == POLL:

@@ -45,7 +45,7 @@ logger = logging.getLogger("genie_graph")
 _MANAGED_FIELDS = frozenset(GenieModel.model_fields)
 """Fields genie-graph keeps itself: a mapping may not name them."""
 
-SHARED_FIELDS = ("session_id", "dialogue", "secondary_storage", "usage", "history", "task_error")
+SHARED_FIELDS = ("session_id", "dialogue", "secondary_storage", "usage", "history", "task_error", "approvals")
 """Fields a sub-flow's model shares with the session: one conversation, one history, one bill."""
 
 _NOT_IN_FRAMES = frozenset(SHARED_FIELDS) | {"flows", "flow_version", "seed_data"}

@@ -112,6 +112,11 @@ def collecting_usage() -> Iterator[UsageCollector]:
         _collector.reset(token)
 
 
+def current_template() -> str | None:
+    """The template whose invoker is being called (set by the runner around each call)."""
+    return _template.get()
+
+
 @contextmanager
 def calling_template(name: str) -> Iterator[None]:
     """Attribute the usage reported inside the block to template ``name``."""

@@ -358,3 +358,20 @@ def describe_error(error: str, refusal_prefix: str = "") -> str:
     if parts:
         return f"{'; '.join(parts)} (in state {body.get('state', '?')})"
     return error
+
+
+class ApprovalError(GenieGraphError):
+    """A decision on a tool call's approval request cannot be taken.
+
+    Attributes:
+        code: ``unknown_approval`` (no such request), ``approval_closed`` (decided or expired
+            already) or ``approval_forbidden`` (the caller may not decide it).
+        session_id: the session.
+        approval_id: the request.
+    """
+
+    def __init__(self, code: str, session_id: str, approval_id: str, reason: str) -> None:
+        self.code = code
+        self.session_id = session_id
+        self.approval_id = approval_id
+        super().__init__(f"approval {approval_id!r} of session {session_id!r}: {reason}")

@@ -11,9 +11,30 @@ ending in ``data: [DONE]`` when ``stream`` is true). Markers in the last user me
 * ``__MESSAGES__``: the reply is a JSON dump of the received ``[{role, content}, ...]``.
 * ``__DRIP__``: a streamed reply waits ``DRIP_SECONDS`` before each chunk, so a client sees
   tokens arrive while the call is still going.
+* ``__REPLY=<text>__``: the reply is exactly ``<text>`` (no ``ECHO: `` prefix; ``<text>`` cannot hold
+  ``__``). It wins over ``__MESSAGES__`` and over the ``TOOLS: ...`` text below, not over a tool call.
 
-Usage counts one token per whitespace-separated word (prompt: all messages; completion: the
-reply); a stream sends it in a last chunk when ``stream_options.include_usage`` is set.
+Tool calling (the request carries ``tools``; a tool call's ``id`` is ``call_1``, ``call_2``, ... in
+that reply, its ``arguments`` the marker's JSON re-dumped; its reply has ``content`` null, or none in a
+stream, which sends each call's ``id`` and name in one chunk and its arguments in pieces after, and
+``finish_reason`` ``"tool_calls"``):
+
+* ``__CALL:<tool name>:<JSON object of arguments>__`` (the JSON may hold spaces, even ``}__`` inside
+  a string): while no ``tool`` message follows the last user message, the reply calls that tool with
+  those arguments; several markers make several calls in one reply, in order. Without ``tools`` in
+  the request, or with JSON that is not an object, the marker is plain text.
+* When the conversation ends with ``tool`` messages (the results of the previous assistant message's
+  ``tool_calls``), the reply is the text ``TOOLS: <name>=<content>; <name>=<content>`` in the order of
+  those messages, each name resolved through its ``tool_call_id`` (``?`` when it does not resolve),
+  ``finish_reason`` ``"stop"``. This holds with or without ``tools`` in the request.
+* ``__THEN_CALL:<tool name>:<JSON object of arguments>__`` (same syntax) changes that: if the request
+  carries ``tools`` and no assistant message after the last user message has called that tool with
+  those arguments yet, the reply calls it instead (``call_1``), so a test can run a 2-round tool loop;
+  with several such markers, the first one not called yet, one per round.
+
+Usage counts one token per whitespace-separated word (prompt: the content of all messages;
+completion: the reply, or the ``arguments`` strings of its tool calls); a stream sends it in a last
+chunk when ``stream_options.include_usage`` is set.
 
 ``GET /_requests`` lists every chat request body received so far; ``POST /_reset`` clears it.
 """
@@ -22,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -44,6 +66,89 @@ def _last_user_content(messages: list[dict[str, Any]]) -> str:
         if message.get("role") == "user":
             return _as_text(message.get("content"))
     return ""
+
+
+def _last_user_index(messages: list[dict[str, Any]]) -> int:
+    """The index of the last ``user`` message, or -1 when there is none."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user":
+            return index
+    return -1
+
+
+_CALL_MARKER = re.compile(r"__(THEN_)?CALL:([A-Za-z0-9_.-]+):")
+_REPLY_MARKER = re.compile(r"__REPLY=(.*?)__", re.DOTALL)
+_JSON = json.JSONDecoder()
+
+
+def _call_markers(text: str, then: bool) -> list[tuple[str, dict[str, Any]]]:
+    """The ``(name, arguments)`` of the ``__CALL:...__`` (or, with ``then``, ``__THEN_CALL:...__``)
+    markers in ``text``, in order; a marker whose JSON is not an object followed by ``__`` is skipped."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    position = 0
+    while match := _CALL_MARKER.search(text, position):
+        position = match.end()
+        try:
+            arguments, end = _JSON.raw_decode(text, match.end())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(arguments, dict) and text.startswith("__", end):
+            position = end + 2
+            if bool(match.group(1)) == then:
+                found.append((match.group(2), arguments))
+    return found
+
+
+def _tool_calls(calls: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """OpenAI ``tool_calls`` for ``(name, arguments)`` pairs, with ids ``call_1``, ``call_2``, ..."""
+    return [
+        {"id": f"call_{number}", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+        for number, (name, arguments) in enumerate(calls, start=1)
+    ]
+
+
+def _parsed_arguments(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _plan_tools(body: dict[str, Any], messages: list[dict[str, Any]], last: str) -> tuple[list[Any] | None, str | None]:
+    """What tool calling makes of this request: ``(tool_calls, None)`` to call tools,
+    ``(None, "TOOLS: ...")`` to report tool results, or ``(None, None)`` when it has no say."""
+    offered = bool(body.get("tools"))
+    user_index = _last_user_index(messages)
+    after_user = messages[user_index + 1 :]
+    if not any(m.get("role") == "tool" for m in after_user):
+        calls = _call_markers(last, then=False) if offered else []
+        return (_tool_calls(calls) if calls else None), None
+    if offered:
+        made = [
+            (call.get("function") or {})
+            for m in after_user
+            if m.get("role") == "assistant"
+            for call in m.get("tool_calls") or []
+        ]
+        done = [(f.get("name"), _parsed_arguments(f.get("arguments"))) for f in made]
+        for name, arguments in _call_markers(last, then=True):
+            if (name, arguments) not in done:
+                return _tool_calls([(name, arguments)]), None
+    if messages and messages[-1].get("role") == "tool":
+        start = len(messages)
+        while start > 0 and messages[start - 1].get("role") == "tool":
+            start -= 1
+        names: dict[str, str] = {}
+        if start > 0 and messages[start - 1].get("role") == "assistant":
+            for call in messages[start - 1].get("tool_calls") or []:
+                names[str(call.get("id"))] = str((call.get("function") or {}).get("name"))
+        results = [
+            f"{names.get(str(m.get('tool_call_id')), '?')}={_as_text(m.get('content'))}" for m in messages[start:]
+        ]
+        return None, "TOOLS: " + "; ".join(results)
+    return None, None
 
 
 def _as_text(content: Any) -> str:
@@ -115,19 +220,35 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "__SLOW__" in last:
             time.sleep(SLOW_SECONDS)
-        if "__MESSAGES__" in last:
+        tool_calls, tools_reply = _plan_tools(body, messages, last)
+        reply_marker = _REPLY_MARKER.search(last)
+        if tool_calls:
+            reply = ""
+        elif reply_marker:
+            reply = reply_marker.group(1)
+        elif tools_reply is not None:
+            reply = tools_reply
+        elif "__MESSAGES__" in last:
             reply = json.dumps([{"role": m.get("role"), "content": _as_text(m.get("content"))} for m in messages])
         else:
             reply = "ECHO: " + last
         model = str(body.get("model") or "fake-model")
-        usage = _usage(messages, reply)
+        usage = _usage(messages, reply, tool_calls)
         if body.get("stream"):
             with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            self._stream(model, reply, DRIP_SECONDS if "__DRIP__" in last else 0.0, usage if with_usage else None)
+            drip = DRIP_SECONDS if "__DRIP__" in last else 0.0
+            self._stream(model, reply, drip, usage if with_usage else None, tool_calls)
         else:
-            self._send_json(200, _completion(model, reply, usage))
+            self._send_json(200, _completion(model, reply, usage, tool_calls))
 
-    def _stream(self, model: str, reply: str, drip: float = 0.0, usage: dict[str, int] | None = None) -> None:
+    def _stream(
+        self,
+        model: str,
+        reply: str,
+        drip: float = 0.0,
+        usage: dict[str, int] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -135,13 +256,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         created = int(time.time())
-        pieces = [reply[i : i + 8] for i in range(0, len(reply), 8)] or [""]
-        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-        deltas += [{"content": piece} for piece in pieces]
+        deltas: list[dict[str, Any]]
+        if tool_calls:
+            deltas = [{"role": "assistant", "content": None}]
+            for index, call in enumerate(tool_calls):
+                head = {"index": index, "id": call["id"], "type": "function"}
+                deltas.append(
+                    {"tool_calls": [{**head, "function": {"name": call["function"]["name"], "arguments": ""}}]}
+                )
+                arguments = call["function"]["arguments"]
+                deltas += [
+                    {"tool_calls": [{"index": index, "function": {"arguments": arguments[i : i + 8]}}]}
+                    for i in range(0, len(arguments), 8)
+                ]
+        else:
+            pieces = [reply[i : i + 8] for i in range(0, len(reply), 8)] or [""]
+            deltas = [{"role": "assistant", "content": ""}]
+            deltas += [{"content": piece} for piece in pieces]
         for delta in deltas:
             time.sleep(drip)
             self._sse(_chunk(model, created, delta, None))
-        self._sse(_chunk(model, created, {}, "stop"))
+        self._sse(_chunk(model, created, {}, "tool_calls" if tool_calls else "stop"))
         if usage is not None:  # as OpenAI does with stream_options.include_usage: a last chunk, no choices
             self._sse({**_chunk(model, created, {}, None), "choices": [], "usage": usage})
         self.wfile.write(b"data: [DONE]\n\n")
@@ -157,14 +292,22 @@ def _error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def _usage(messages: list[dict[str, Any]], reply: str) -> dict[str, int]:
-    """Deterministic token counts: one token per whitespace-separated word."""
+def _usage(
+    messages: list[dict[str, Any]], reply: str, tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, int]:
+    """Deterministic token counts: one token per whitespace-separated word (of the tool calls'
+    ``arguments`` too)."""
     prompt = sum(len(_as_text(m.get("content")).split()) for m in messages)
-    completion = len(reply.split())
+    completion = len(reply.split()) + sum(len(call["function"]["arguments"].split()) for call in tool_calls or [])
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _completion(model: str, reply: str, usage: dict[str, int]) -> dict[str, Any]:
+def _completion(
+    model: str, reply: str, usage: dict[str, int], tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply}
+    if tool_calls:
+        message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -173,8 +316,8 @@ def _completion(model: str, reply: str, usage: dict[str, int]) -> dict[str, Any]
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply},
-                "finish_reason": "stop",
+                "message": message,
+                "finish_reason": "tool_calls" if tool_calls else "stop",
                 "logprobs": None,
             }
         ],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._imports import import_object
+from .._tools import ApprovalRequired, parse_tools
 from ..errors import InvokerConfigError, InvokerError, InvokerTimeout
 from ._base import GenieInvoker
 
@@ -297,6 +298,10 @@ class InvokerPool:
                     with self._lock:
                         self._idle.append(invoker)
                     return result if isinstance(result, str) else str(result)
+                except ApprovalRequired:  # no failure: the run waits for a person's decision
+                    with self._lock:
+                        self._idle.append(invoker)
+                    raise
                 except Exception as exc:
                     error: BaseException = exc
                     if isinstance(exc, TimeoutError) and deadline.expired():
@@ -361,6 +366,8 @@ class InvokerRegistry:
                     f"invoker type {effective['type']!r} takes no key(s) {', '.join(unknown)}; "
                     f"its keys: {', '.join(sorted(known | _RESERVED_KEYS))}"
                 )
+        if "tools" in effective:  # imports each tool and checks its approval policy now, not on first use
+            parse_tools(effective["tools"], f"invoker type {effective['type']!r}")
         if effective["type"] == "python":
             from .python import PythonInvoker
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any, Self
@@ -13,7 +14,8 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from genie_graph._invokers._base import GenieInvoker
-from genie_graph._usage import report_usage
+from genie_graph._tools import ToolSpec, parse_tools, run_tool_loop
+from genie_graph._usage import current_template, report_usage
 from genie_graph.errors import InvokerConfigError, InvokerError
 
 ENV_BASE_URL = "GENIE_GRAPH_OPENAI_BASE_URL"
@@ -137,7 +139,7 @@ class OpenAIInvoker(GenieInvoker):
         max_retries: How often the client retries a failed request.
     """
 
-    config_keys = frozenset({"model", "base_url", "temperature", "api_key_env", "timeout", "max_retries"})
+    config_keys = frozenset({"model", "base_url", "temperature", "api_key_env", "timeout", "max_retries", "tools"})
 
     def __init__(
         self,
@@ -148,8 +150,10 @@ class OpenAIInvoker(GenieInvoker):
         temperature: float | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        tools: Mapping[str, ToolSpec] | None = None,
     ) -> None:
         self.model = model
+        self.tools = dict(tools or {})
         self.temperature = temperature
         self.timeout = timeout
         self.max_retries = max_retries
@@ -229,6 +233,7 @@ class OpenAIInvoker(GenieInvoker):
             temperature=temperature,
             timeout=timeout,
             max_retries=max_retries,
+            tools=parse_tools(config.get("tools"), "openai invoker"),
         )
 
     def _build_chat(self, http_async_client: Any = None) -> ChatOpenAI:
@@ -271,6 +276,8 @@ class OpenAIInvoker(GenieInvoker):
         Raises:
             InvokerError: The request failed (HTTP error status, timeout, connection error, ...).
         """
+        if self.tools:  # the tool loop is async; a sync caller waits for it
+            return asyncio.run(self.ainvoke(content))
         messages = to_messages(content)
         try:
             reply = self._chat.invoke(messages)
@@ -298,9 +305,27 @@ class OpenAIInvoker(GenieInvoker):
         # loop, costs one connection set-up per LLM call and is always safe.
         async with openai.DefaultAsyncHttpxClient(timeout=self.timeout) as http_client:
             chat = self._build_chat(http_async_client=http_client)
-            try:
-                reply = await chat.ainvoke(messages)
-            except Exception as exc:
-                raise self._failure(exc) from exc
-        self._report(reply)
+            if not self.tools:
+                try:
+                    reply = await chat.ainvoke(messages)
+                except Exception as exc:
+                    raise self._failure(exc) from exc
+                self._report(reply)
+                return str(reply.text)
+            bound = chat.bind_tools([spec.tool for spec in self.tools.values()])
+
+            async def step(conversation: list[BaseMessage]) -> AIMessage:
+                try:
+                    answer = await bound.ainvoke(conversation)
+                except Exception as exc:
+                    raise self._failure(exc) from exc
+                self._report(answer)
+                assert isinstance(answer, AIMessage)
+                return answer
+
+            reply = await run_tool_loop(self.template_key(content), messages, step, self.tools)
         return str(reply.text)
+
+    def template_key(self, content: str) -> str:
+        """Which tool loop a resumed run goes on with: the template being run (see ``calling_template``)."""
+        return current_template() or ""
