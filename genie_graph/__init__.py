@@ -17,6 +17,7 @@ from ._flow import POLL, GenieCompat
 from ._history import HistoryEntry, HistoryKind
 from ._invokers import GenieInvoker, RetryPolicy
 from ._model import DialogueElement, DialogueFormat, GenieModel, SecondaryStore, VersionedModel
+from ._preferences import PreferencesSource
 from ._runtime import GenieFlow
 from ._stack import FlowFrame, FlowStatus
 from ._usage import Budget, PriceTable, SessionUsage, UsageTotals, report_usage
@@ -49,6 +50,7 @@ __all__ = [
     "MapTaskTemplate",
     "Migration",
     "NamedQueueTaskTemplate",
+    "PreferencesSource",
     "PriceTable",
     "RetryPolicy",
     "SecondaryStore",

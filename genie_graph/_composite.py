@@ -23,6 +23,7 @@ from ._declaration import CompositeTemplate, MapTaskTemplate, NamedQueueTaskTemp
 from ._failures import OnError, apply_on_error, note_failure, state_override
 from ._invokers import InvokerRegistry
 from ._invokers._base import run_blocking
+from ._preferences import PreferencesSource
 from ._templates import TemplateLibrary
 from ._usage import PriceTable, calling_template
 from .errors import FlowDefinitionError, InvokerConfigError, InvokerError
@@ -110,6 +111,8 @@ class CompositeRunner:
     """When set, asked first for each invoker template's answer (tests fake invokers with it)."""
     prices: PriceTable = field(default_factory=PriceTable)
     """Prices of the LLM calls, by model name (see ``GenieModel.usage``)."""
+    preferences: PreferencesSource | None = None
+    """Each user's preferences, for the templates of the runs made for them."""
 
     # ---- build time ---------------------------------------------------------------------
     def check(self, template: CompositeTemplate, flow: str, state_id: str) -> None:

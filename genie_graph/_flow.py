@@ -28,6 +28,7 @@ from ._failures import ON_ERROR_EVENT, FlowFailures, compile_failures
 from ._history import HistoryKind
 from ._invokers._base import run_blocking
 from ._model import Actor, DialoguePersistence, GenieModel, StateKind
+from ._preferences import current_preferences
 from ._stack import FlowStatus
 from ._subflows import (
     FlowLink,
@@ -40,7 +41,7 @@ from ._subflows import (
     running_trigger_events,
     trigger_events,
 )
-from ._tools import ApprovalStatus, pending_approval
+from ._tools import ApprovalStatus, asked_by, pending_approval
 from ._usage import Budget, CallUsage
 from .errors import BudgetExceeded, EventNotAllowed, FlowDefinitionError
 
@@ -354,6 +355,9 @@ class CompiledFlow:
         data: dict[str, Any] = model.render_data
         if self.compat.state_id_is_value:
             data["state_id"] = model.state
+        sender, preferences = current_preferences.get() or (asked_by(model), {})
+        data.setdefault("sender", sender)  # (a model field of the same name wins)
+        data.setdefault("preferences", dict(preferences))
         return data
 
     def render(self, state_id: str, model: GenieModel) -> str:

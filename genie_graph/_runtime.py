@@ -43,6 +43,7 @@ from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
 from ._model import GenieModel, StateKind, reachable_types
 from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
 from ._packing import packing_channels
+from ._preferences import PreferencesSource, check_source
 from ._stack import FlowStatus
 from ._stores import FeedItem, SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
@@ -336,6 +337,9 @@ class GenieFlow:
         compat: Genie Flow behaviours to keep (see ``GenieCompat``).
         prices: the price table of LLM calls (a ``PriceTable``, its mapping, or a YAML file);
             default ``$GENIE_GRAPH_PRICES``, else every call costs 0 (tokens are still counted).
+        preferences: each user's preferences: a mapping ``{user email: {name: value}}`` or a
+            function of the email (sync or async) answering them; templates see the session
+            user's as ``preferences``.
         tracing: OpenTelemetry spans for events, runs, states, transitions, renders and invoker
             calls, sent to the global ``TracerProvider`` (or to the one given); default
             ``$GENIE_GRAPH_TRACING``, else off.
@@ -367,6 +371,7 @@ class GenieFlow:
         prices: PriceTable | Mapping[str, Any] | str | Path | None = None,
         tracing: bool | TracerProvider | None = None,
         trace_content: bool | None = None,
+        preferences: PreferencesSource | None = None,
     ) -> None:
         if keep_checkpoints < 1:
             raise ValueError(
@@ -388,7 +393,9 @@ class GenieFlow:
         self._library = TemplateLibrary(template_root, strict_undefined=not self.compat.lenient_undefined)
         price_table = PriceTable.parse(prices or os.environ.get("GENIE_GRAPH_PRICES") or None)
         self._tracing_settings = _tracing.configure(tracing, trace_content)
-        self._runner = CompositeRunner(self._library, InvokerRegistry(pool_size), prices=price_table)
+        self._runner = CompositeRunner(
+            self._library, InvokerRegistry(pool_size), prices=price_table, preferences=check_source(preferences)
+        )
         self._registered: dict[str, _Registered] = {}
         self._loop: _LoopThread | None = None
         self._loop_guard = threading.Lock()
