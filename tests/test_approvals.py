@@ -18,7 +18,7 @@ from tests import approval_tools
 from tests.approval_flows import KEY, ShopModel
 from tests.helpers import send, write_tree
 from tests.openai_server import reset_requests, start_openai_server
-from tests.services import ApiServer
+from tests.services import ApiServer, Worker
 
 USER = User(email="ada@example.com", firstname="Ada", lastname="Lovelace")
 
@@ -245,4 +245,28 @@ def test_over_http_only_the_approvers_decide_and_the_run_goes_on(
             )
     finally:
         api.stop()
+    assert approval_tools.calls() == [{"tool": "place_order", "item": "tea", "total": 30}]
+
+
+def test_with_celery_workers_the_request_and_the_approved_call_run_on_workers(
+    tmp_path: Path, server_url: str, calls_file: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _root(tmp_path, server_url)
+    env = {"GENIE_GRAPH_TEST_SHOP_TEMPLATES": str(root), approval_tools.CALLS_FILE: str(calls_file)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    worker = Worker("tests.approval_flows:flow", redis_url, tmp_path / "worker.log", env=env).start()
+    try:
+        with GenieFlow(template_root=root, store=redis_url, runner="celery") as flow:
+            flow.register_model(KEY, ShopModel)
+            session_id = _start(flow)
+            [request] = send(flow, KEY, session_id, "user_input", _order("tea", 30)).approvals or []
+            assert flow.decide_approval(KEY, session_id, request["id"], True, by="ada@example.com").next_actions == [
+                "poll"
+            ]
+            answer = send(flow, KEY, session_id, "poll")
+            assert answer.response == "TOOLS: place_order=order placed: tea for 30 EUR"
+            assert send(flow, KEY, session_id, "user_input", "thanks").response == "ECHO: thanks"
+    finally:
+        worker.stop()
     assert approval_tools.calls() == [{"tool": "place_order", "item": "tea", "total": 30}]
