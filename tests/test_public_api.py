@@ -98,7 +98,7 @@ def test_event_data_is_python_statemachine_event_data() -> None:
 def test_api_models_have_genie_flow_fields() -> None:
     assert set(genie_graph.EventInput.model_fields) == {"session_id", "event", "event_input"}
     genie_flow_fields = {"session_id", "next_actions", "error", "response", "progress"}
-    flow_fields = {"active_flows", "interrupted_by", "resumed", "aborted"}  # left out of the JSON unless set
+    flow_fields = {"active_flows", "interrupted_by", "resumed", "aborted", "approvals"}  # left out unless set
     assert set(genie_graph.AIResponse.model_fields) == genie_flow_fields | flow_fields
     assert set(genie_graph.AIResponse(session_id="s").model_dump(mode="json")) == genie_flow_fields
     assert set(genie_graph.AIStatusResponse.model_fields) == {"session_id", "next_actions", "ready"}
