@@ -928,7 +928,9 @@ class GenieFlow:
         told = flow.flows_told(model)
         if model.task_error:
             return AIResponse(session_id=model.session_id, error=model.task_error, next_actions=actions, **told)
-        return AIResponse(session_id=model.session_id, response=flow.response_of(model), next_actions=actions, **told)
+        # While a tool call waits for approval, the flow has said nothing yet: the request is the answer.
+        response = None if "approvals" in told else flow.response_of(model)
+        return AIResponse(session_id=model.session_id, response=response, next_actions=actions, **told)
 
     # ---- sessions -----------------------------------------------------------------------
     @_tracing.traced_create

@@ -129,6 +129,20 @@ export class Client {
     return this.json("GET", `/${encodeURIComponent(key)}/history/${encodeURIComponent(sessionId)}`);
   }
 
+  /** The session's approval requests: tool calls waiting for a person, and the latest decided ones. */
+  approvals(key, sessionId) {
+    return this.json("GET", `/${encodeURIComponent(key)}/approvals/${encodeURIComponent(sessionId)}`);
+  }
+
+  /**
+   * Approve or deny a tool call the session waits for; answers ["poll"]: the run goes on in the background.
+   * `by` names who decides when the server has no API keys (with keys, the caller decides).
+   */
+  decide(key, sessionId, approvalId, { approve, reason = null, by = null }) {
+    const path = `/${encodeURIComponent(key)}/approvals/${encodeURIComponent(sessionId)}/${encodeURIComponent(approvalId)}`;
+    return this.json("POST", path, { body: { approve, reason, by } });
+  }
+
   userSessions(key, user) {
     return this.json("POST", `/${encodeURIComponent(key)}/user_sessions`, { body: user });
   }

@@ -1,6 +1,7 @@
 // The genie-graph playground: chat with a flow through its public HTTP API and watch its state machine move.
 
 import { ApiError, Client, POLL, sessionError, sleep } from "./api.js";
+import { ApprovalCards } from "./approvals.js";
 import { DiagramView } from "./diagram.js";
 import { LedgerView } from "./ledger.js";
 import { ModelView } from "./model-view.js";
@@ -19,7 +20,7 @@ const els = {
   activeFlows: $("active-flows"), activeFlowsList: $("active-flows-list"), flowNotice: $("flow-notice"),
   emptyChat: $("empty-chat"), progressRow: $("progress-row"), progress: $("progress"),
   progressLabel: $("progress-label"), inputForm: $("input-form"), userInput: $("user-input"), send: $("send"),
-  eventButtons: $("event-buttons"), actionsNote: $("actions-note"), anyEvent: $("any-event"),
+  actions: $("actions"), eventButtons: $("event-buttons"), actionsNote: $("actions-note"), anyEvent: $("any-event"),
   anyEventForm: $("any-event-form"), anyEventName: $("any-event-name"), anyEventInput: $("any-event-input"),
   diagram: $("diagram"), stateDetails: $("state-details"), diagramSource: $("diagram-source"),
   diagramFormat: $("diagram-format"), diagramText: $("diagram-text"), downloadSvg: $("download-svg"),
@@ -42,6 +43,11 @@ const client = new Client(meta("genie-graph-api-prefix"), () => els.apiKey.value
 const diagram = new DiagramView(els.diagram, (stateId) => showStateDetails(stateId));
 const modelView = new ModelView(els.model);
 const ledger = new LedgerView(els, client);
+const approvals = new ApprovalCards(els.messages, {
+  decide: (request, approve, reason) => decideApproval(request, approve, reason),
+  expire: (request) => followExpired(request),
+  decider,
+});
 
 // ---- settings kept in this browser ---------------------------------------------------------
 function meta(name) {
@@ -332,6 +338,7 @@ function leaveSession() {
   state.seen = 0;
   els.chat.dataset.busy = "false";
   els.messages.replaceChildren();
+  approvals.clear();
   els.emptyChat.hidden = false;
   els.sessionId.textContent = "";
   els.stateBadge.hidden = true;
@@ -379,7 +386,10 @@ async function startSession(event) {
     if (answer.response) addMessage("assistant", answer.response);
     if (answer.error) addError(sessionError(answer));
     const current = await refreshModel();
-    if (current) state.seen = (current.model.dialogue || []).length;
+    if (current) {
+      state.seen = (current.model.dialogue || []).length;
+      showApprovals(current.model.approvals);
+    }
     setActions(answer.next_actions);
     els.userInput.focus();
   } catch (error) {
@@ -407,6 +417,7 @@ async function resume(sessionId) {
   applyModel(answer.model);
   showNotice(answer.model.flows && answer.model.flows.notice);
   showUnseen(answer.model);
+  showApprovals(answer.model.approvals);
   setActions(answer.nextActions);
   if (isPolling(answer.nextActions)) await follow();
 }
@@ -509,6 +520,8 @@ function applyModel(model) {
   });
   state.waiting = waitingOf(model);
   setCurrentState(nodeOf(model));
+  approvals.sync(model.approvals, { add: false });  // new requests get their card after the dialogue is shown
+  showApprovalWait();
   showActiveFlows(model);
   updateListedState(state.session, state.stateId);
   ledger.refresh(state.key, state.session);  // its usage and history, read after every settled turn
@@ -583,7 +596,6 @@ const isPolling = (actions) => actions.length === 1 && actions[0] === POLL;
 function setActions(actions) {
   state.nextActions = actions || [];
   const others = state.nextActions.filter((name) => name !== USER_INPUT && name !== POLL);
-  els.inputForm.hidden = !state.nextActions.includes(USER_INPUT);
   els.eventButtons.replaceChildren(...others.map((name) => {
     const button = document.createElement("button");
     button.type = "button";
@@ -594,18 +606,56 @@ function setActions(actions) {
     return button;
   }));
   const aborted = Boolean(state.model && state.model.flows && state.model.flows.status === "aborted");
+  const waiting = waitingFor();
+  els.inputForm.hidden = !state.nextActions.includes(USER_INPUT) && !waiting.length;
   els.actionsNote.textContent = !state.session ? ""
     : isPolling(state.nextActions) ? "A run is in flight."
-      : state.nextActions.length === 0 && aborted ? "The flow was aborted: it takes no more events."
-        : state.nextActions.length === 0 ? "The flow is in a final state: it takes no more events." : "";
+      : waiting.length ? `Approve or deny the call of ${toolsOf(waiting)} above: until then the session takes no event.`
+        : state.nextActions.length === 0 && aborted ? "The flow was aborted: it takes no more events."
+          : state.nextActions.length === 0 ? "The flow is in a final state: it takes no more events." : "";
+  els.actions.dataset.waiting = waiting.length ? "approval" : "";
+  els.userInput.placeholder = waiting.length ? `The session waits for an approval of ${toolsOf(waiting)}…`
+    : COMPOSER_PLACEHOLDER;
   syncDisabled();
 }
+
+const COMPOSER_PLACEHOLDER = "Type a message (Enter sends, Shift+Enter for a new line)";
+
+/** The tool calls the session waits for a decision on (it takes no event meanwhile). */
+function waitingFor() {
+  return state.session && state.nextActions.length === 0 ? approvals.pending() : [];
+}
+
+function toolsOf(requests) {
+  return [...new Set(requests.map((request) => request.tool))].join(", ");
+}
+
+/** A card for each request the session waits for and the conversation does not show yet, after its messages. */
+function showApprovals(requests) {
+  if (approvals.sync(requests)) scrollToEnd();
+  showApprovalWait();
+}
+
+/** The state badge says so while a tool call waits for a person. */
+function showApprovalWait() {
+  const pending = approvals.pending().length > 0;
+  els.stateBadge.dataset.approval = pending ? "pending" : "";
+  if (pending && !els.stateBadge.hidden && !els.stateBadge.textContent.endsWith(APPROVAL_BADGE)) {
+    els.stateBadge.textContent += APPROVAL_BADGE;
+  }
+}
+
+const APPROVAL_BADGE = " · waiting for approval";
 
 function syncDisabled() {
   const off = state.inFlight || !state.session;
   for (const control of [els.userInput, els.send, els.anyEventName, els.anyEventInput, $("any-event-send"),
     ...els.eventButtons.querySelectorAll("button")]) {
     control.disabled = off;
+  }
+  if (waitingFor().length) {
+    els.userInput.disabled = true;
+    els.send.disabled = true;
   }
 }
 
@@ -718,9 +768,11 @@ async function finishTurn(turn, final) {
       shown = true;
     }
   }
+  // while a tool call waits for approval, `response` is the dialogue's last element: the user's own words
+  const waiting = Boolean(final.approvals && final.approvals.length);
   if (final.error) {
     addError(sessionError(final));
-  } else if (final.response && !shown && !turn.followed) {
+  } else if (final.response && !shown && !turn.followed && !waiting) {
     addMessage("assistant", final.response);
   }
   const current = await refreshModel();
@@ -729,6 +781,7 @@ async function finishTurn(turn, final) {
   showNotice(final);
   if (turn.followed) showUnseen(current.model, turn.followed);
   state.seen = (current.model.dialogue || []).length;
+  showApprovals(current.model.approvals);
   setActions(final.next_actions);
 }
 
@@ -769,6 +822,7 @@ async function send(event, input) {
         const current = await refreshModel();  // another client may have moved the session on
         if (current) {
           showUnseen(current.model, " · elsewhere");
+          showApprovals(current.model.approvals);
           setActions(current.nextActions);
         }
       }
@@ -792,6 +846,77 @@ async function follow() {
   } finally {
     endTurn(turn);
   }
+}
+
+// ---- approvals: a person decides a tool call, then the run goes on -------------------------
+/** Who decides: the API key's caller when a key is used, else the email of the “New session” form. */
+function decider() {
+  if (els.apiKey.value.trim()) return { by: null, text: "You decide as the caller of the API key in use." };
+  const email = els.email.value.trim();
+  return email ? { by: email, text: `You decide as ${email} (the email under “New session”).` }
+    : { by: null, text: "Fill in an email under “New session”: you decide as that user." };
+}
+
+/** Post a decision on `request`, then follow the run it lets go on (as after an event) to its answer. */
+async function decideApproval(request, approve, reason) {
+  if (!state.session || state.inFlight) return;
+  const turn = beginTurn(null, "");
+  approvals.busy(request.id, true, approve);
+  try {
+    let answer;
+    try {
+      answer = await client.decide(turn.key, turn.session, request.id, {
+        approve, reason: reason || null, by: decider().by,
+      });
+    } catch (error) {
+      if (turn.epoch !== state.epoch || error.name === "AbortError") return;
+      approvals.showError(request.id, error);
+      if (error.status === 404 || error.status === 409) await settleAfterRefusal(turn);  // decided elsewhere
+      return;
+    }
+    if (turn.epoch !== state.epoch) return;
+    const final = isPolling(answer.next_actions) ? await pollUntilSettled(turn) : answer;
+    if (final) await finishTurn(turn, final);
+  } catch (error) {
+    if (turn.epoch === state.epoch && error.name !== "AbortError") addError(error);
+  } finally {
+    approvals.busy(request.id, false);
+    endTurn(turn);
+  }
+}
+
+/** The decision was refused as closed or unknown: show the session as it is, and follow a run it has going. */
+async function settleAfterRefusal(turn) {
+  const current = await refreshModel();
+  if (!current) return;
+  if (isPolling(current.nextActions)) {
+    turn.followed = " · decided elsewhere";
+    const final = await pollUntilSettled(turn);
+    if (final) await finishTurn(turn, final);
+  } else {
+    showUnseen(current.model, " · elsewhere");
+    showApprovals(current.model.approvals);
+    setActions(current.nextActions);
+  }
+}
+
+/** A request's countdown ran out: poll, so the server closes it as expired and the run goes on. */
+function followExpired(request) {
+  if (!state.session || state.inFlight) return false;
+  const turn = beginTurn(null, "");
+  approvals.busy(request.id, true);
+  (async () => {
+    try {
+      const final = await pollUntilSettled(turn);
+      if (final) await finishTurn(turn, final);
+    } catch (error) {
+      if (turn.epoch === state.epoch && error.name !== "AbortError") addError(error);
+    } finally {
+      approvals.busy(request.id, false);
+      endTurn(turn);
+    }
+  })();
+  return true;
 }
 
 // ---- diagram as text, downloads, copying ---------------------------------------------------

@@ -9,9 +9,14 @@ const KIND_LABELS = {
   event: "event", state_entered: "entered", invoker_run: "run", invoker_failure: "call failed",
   budget_refused: "over budget", migrated: "migrated", flow_started: "flow started", flow_interrupted: "interrupted",
   flow_resumed: "resumed", flow_completed: "completed", flow_aborted: "aborted",
+  approval_requested: "approval?", approval_decided: "decided",
 };
 /** The kinds about a flow's life (sub-flows, interruptions); their `detail` is told in words. */
 const FLOW_KINDS = new Set(["flow_started", "flow_interrupted", "flow_resumed", "flow_completed", "flow_aborted"]);
+/** The kinds of a tool call's approval (the audit trail); their `detail` is told in words too. */
+const APPROVAL_KINDS = new Set(["approval_requested", "approval_decided"]);
+/** Kinds whose `detail` is told in words, not shown as JSON. */
+const TOLD_KINDS = new Set(["migrated", ...FLOW_KINDS, ...APPROVAL_KINDS]);
 
 export class LedgerView {
   /**
@@ -209,14 +214,22 @@ function historyItem(entry, rootFlow = "") {
   if (entry.state) item.dataset.state = entry.state;
   if (entry.flow) item.dataset.flow = entry.flow;
   if (entry.outcome) item.dataset.outcome = entry.outcome;
+  const detail = entry.detail || {};
+  if (APPROVAL_KINDS.has(entry.kind)) {
+    item.dataset.tool = String(detail.tool ?? "");
+    item.dataset.approvalId = String(detail.id ?? "");
+    if (entry.kind === "approval_decided") item.dataset.status = String(detail.status ?? "");
+  }
   const at = new Date(entry.at);
   const time = el("time", "history-time", Number.isNaN(at.getTime()) ? "" : at.toLocaleTimeString([], { hour12: false }));
   time.dateTime = entry.at;
   time.title = entry.at;
-  const label = entry.kind === "invoker_run" && entry.outcome ? `run ${entry.outcome}` : KIND_LABELS[entry.kind];
+  const label = entry.kind === "invoker_run" && entry.outcome ? `run ${entry.outcome}`
+    : entry.kind === "approval_decided" && detail.status ? String(detail.status) : KIND_LABELS[entry.kind];
   const badge = el("span", `kind kind-${entry.kind}`, label || entry.kind);
   badge.dataset.testid = "history-kind";
   if (entry.outcome) badge.dataset.outcome = entry.outcome;
+  if (entry.kind === "approval_decided" && detail.status) badge.dataset.status = String(detail.status);
   const text = el("div", "history-text");
   text.append(...describe(entry, rootFlow));
   if (entry.error) {
@@ -266,6 +279,32 @@ function describe(entry, rootFlow = "") {
     case "flow_aborted":
       add(flowTag(flowName), " aborted in ", entry.state || "?");
       break;
+    case "approval_requested": {
+      add(toolCall(detail), " in ", entry.state || "?");
+      add(" · asked by ", who(detail.asked_by, "history-asked-by"), " · approvers: ", String(detail.approvers ?? "?"));
+      if (detail.expires_at) {
+        const at = new Date(detail.expires_at);
+        const until = el("time", "", Number.isNaN(at.getTime()) ? String(detail.expires_at)
+          : at.toLocaleTimeString([], { hour12: false }));
+        until.dateTime = String(detail.expires_at);
+        add(" · expires ", until);
+      }
+      break;
+    }
+    case "approval_decided": {
+      const status = el("span", `approval-decision ${detail.status || ""}`, String(detail.status ?? "?"));
+      status.dataset.testid = "history-approval-status";
+      add(toolCall(detail), " ", status);
+      if (detail.by === "auto") add(" by an auto-approve rule");
+      else if (detail.by === "expiry") add(" (not decided in time)");
+      else add(" by ", who(detail.by, "history-decided-by"));
+      if (detail.reason) {
+        const reason = el("q", "history-reason", String(detail.reason));
+        reason.dataset.testid = "history-reason";
+        add(": ", reason);
+      }
+      break;
+    }
     default:
       if (entry.state) add(entry.state);
   }
@@ -283,7 +322,7 @@ function describe(entry, rootFlow = "") {
     duration.dataset.testid = "history-duration";
     add(duration);
   }
-  if (entry.detail && entry.kind !== "migrated" && !FLOW_KINDS.has(entry.kind)) {
+  if (entry.detail && !TOLD_KINDS.has(entry.kind)) {
     sep();
     add(el("span", "muted", JSON.stringify(entry.detail)));
   }
@@ -317,6 +356,22 @@ function el(tag, className = "", text = undefined) {
 
 function code(text) {
   return el("code", "", text);
+}
+
+/** A tool call as `tool(item="tea", total=30)`, its arguments shown in full on hover. */
+function toolCall(detail) {
+  const args = detail.arguments && typeof detail.arguments === "object" ? detail.arguments : {};
+  const shown = Object.entries(args).map(([name, value]) => `${name}=${JSON.stringify(value)}`).join(", ");
+  const call = el("code", "tool-call", `${detail.tool ?? "?"}(${shown.length > 80 ? `${shown.slice(0, 79)}…` : shown})`);
+  call.dataset.testid = "history-tool";
+  call.title = JSON.stringify(args, null, 2);
+  return call;
+}
+
+function who(name, testid) {
+  const element = el("span", "history-who", name ? String(name) : "nobody known");
+  element.dataset.testid = testid;
+  return element;
 }
 
 function flowTag(name) {
