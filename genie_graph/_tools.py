@@ -307,39 +307,36 @@ async def _finish_calls(
         elif decided is not None and decided.call_id == call_id:
             content = await _decided(spec, arguments, decided)
         elif spec.approval is not None and not spec.approval.auto_approves(arguments, run.model):
-            policy = spec.approval
-            expires = None if policy.expires_seconds is None else _utc_now() + timedelta(seconds=policy.expires_seconds)
+            seconds = spec.approval.expires_seconds
             raise ApprovalRequired(
-                ApprovalRequest(
-                    tool=name,
-                    arguments=arguments,
-                    asked_by=run.asked_by,
-                    state=run.state,
-                    template=template,
-                    approvers=policy.approvers,
-                    expires_at=expires,
-                    call_id=call_id,
+                _request(
+                    run,
+                    template,
+                    spec.approval,
+                    call,
+                    expires_at=None if seconds is None else _utc_now() + timedelta(seconds=seconds),
                     transcript=messages_to_dict(messages),
                 )
             )
         else:
             if spec.approval is not None:  # an auto-approve rule held: in the audit trail too
-                run.audit.append(
-                    ApprovalRequest(
-                        tool=name,
-                        arguments=arguments,
-                        asked_by=run.asked_by,
-                        state=run.state,
-                        template=template,
-                        approvers=spec.approval.approvers,
-                        status=ApprovalStatus.APPROVED,
-                        decided_by="auto",
-                        decided_at=_utc_now(),
-                        call_id=call_id,
-                    )
-                )
+                auto = {"status": ApprovalStatus.APPROVED, "decided_by": "auto", "decided_at": _utc_now()}
+                run.audit.append(_request(run, template, spec.approval, call, **auto))
             content = await _run_tool(spec, arguments)
         messages.append(ToolMessage(content=content, tool_call_id=call_id, name=name))
+
+
+def _request(run: ToolRun, template: str, policy: ApprovalPolicy, call: Any, **fields: Any) -> ApprovalRequest:
+    return ApprovalRequest(
+        tool=call["name"],
+        arguments=dict(call.get("args") or {}),
+        asked_by=run.asked_by,
+        state=run.state,
+        template=template,
+        approvers=policy.approvers,
+        call_id=call.get("id") or "",
+        **fields,
+    )
 
 
 async def _decided(spec: ToolSpec, arguments: dict[str, Any], request: ApprovalRequest) -> str:

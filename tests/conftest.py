@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.openai_server import start_openai_server
 from tests.services import RedisServer
 
 STORES = ["memory", "sqlite", "redis"]
@@ -18,6 +19,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def openai_server_url() -> Iterator[str]:
+    """The OpenAI-compatible test server (``tests/openai_server.py``), started once per test module."""
+    base_url, stop = start_openai_server()
+    yield base_url
+    stop()
 
 
 @pytest.fixture

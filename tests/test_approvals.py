@@ -17,7 +17,7 @@ from genie_graph.errors import ApprovalError, InvokerConfigError, SessionBusy
 from tests import approval_tools
 from tests.approval_flows import KEY, ShopModel
 from tests.helpers import send, write_tree
-from tests.openai_server import reset_requests, start_openai_server
+from tests.openai_server import reset_requests
 from tests.services import ApiServer, Worker
 
 USER = User(email="ada@example.com", firstname="Ada", lastname="Lovelace")
@@ -33,11 +33,9 @@ def _meta(server_url: str, approval: dict[str, Any] | None = None) -> str:
     return json.dumps({"invoker": invoker})  # JSON is YAML
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    base_url, stop = start_openai_server()
-    yield base_url
-    stop()
+@pytest.fixture
+def server_url(openai_server_url: str) -> str:
+    return openai_server_url
 
 
 @pytest.fixture

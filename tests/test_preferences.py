@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from genie_graph import GenieFlow, GenieModel, GenieStateMachine, State, User
 from tests.helpers import send, write_tree
-from tests.openai_server import recorded_requests, reset_requests, start_openai_server
+from tests.openai_server import recorded_requests, reset_requests
 
 KEY = "prefs"
 ADA = User(email="ada@example.com", firstname="Ada", lastname="Lovelace")
@@ -37,11 +36,9 @@ class PrefsModel(GenieModel):
         return PrefsMachine
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    base_url, stop = start_openai_server()
-    yield base_url
-    stop()
+@pytest.fixture
+def server_url(openai_server_url: str) -> str:
+    return openai_server_url
 
 
 @pytest.fixture
