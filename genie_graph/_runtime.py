@@ -1402,6 +1402,13 @@ class GenieFlow:
 
     async def _approvals(self, model_key: str, session_id: str) -> list[ApprovalRequest]:
         model = await self._get_model(model_key, session_id)
+        waiting = pending_approval(model)
+        if waiting is not None and waiting.expired():  # closed as it is listed, as a poll would
+            async with self._lock(session_id):
+                if self._in_flight(session_id) is None:
+                    await self._expire(model_key, session_id, model, waiting)
+            await self._wait(session_id)
+            model = await self._get_model(model_key, session_id)
         return list(model.approvals)
 
     def approvals(self, model_key: str, session_id: str) -> list[ApprovalRequest]:

@@ -159,6 +159,8 @@ def test_an_expired_request_counts_as_denied(tmp_path: Path, server_url: str, ca
         session_id = _start(flow)
         [request] = send(flow, KEY, session_id, "user_input", _order("tea", 30)).approvals or []
         time.sleep(0.6)
+        [listed] = flow.approvals(KEY, session_id)  # listing closes it, as a poll would
+        assert (listed.status, listed.decided_by) == ("expired", "expiry")
         answer = send(flow, KEY, session_id, "poll")
         assert answer.response is not None and "it was not approved in time" in answer.response
         with pytest.raises(ApprovalError, match="expired"):
