@@ -20,14 +20,23 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests import test_playground as _shared
 from tests.approval_flows import KEY
 from tests.approval_tools import CALLS_FILE
 from tests.helpers import write_tree
 from tests.openai_server import start_openai_server
 from tests.services import ApiServer
-from tests.test_playground import ARTIFACTS, BROWSER_ARGS, CHROMIUM, PREFIX, WAIT_MS, Playground, Served
+from tests.test_playground import (
+    ARTIFACTS,
+    PREFIX,
+    Playground,
+    Served,
+)
+
+browser = _shared.browser  # the fixtures: one browser per module, pages that record every problem
+playground = _shared.playground
 
 ADA = {"email": "ada@example.com", "firstname": "Ada", "lastname": "Lovelace"}
 ASK = "What would you like?"
@@ -90,49 +99,6 @@ def hasty_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     served, calls, stop = _serve(tmp_path_factory.mktemp("playground-approvals-hasty"), expires_seconds=4)
     yield served, calls
     stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"the playground tests drive Debian's chromium at {CHROMIUM}: run `apt-get install chromium`")
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def playground(browser: Browser) -> Iterator[Any]:
-    """Opens the playground of a server in a fresh browser context that records every problem of the page."""
-    contexts = []
-
-    def open_on(served: Served, path: str = "/") -> Playground:
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        contexts.append(context)
-        context.set_default_timeout(WAIT_MS)
-        page = context.new_page()
-        opened = Playground(page, served.url)
-        origin = served.url + "/"
-
-        def on_request(request: Any) -> None:
-            if not request.url.startswith((origin, "data:", "blob:")):
-                opened.problems.append(f"request off this host: {request.url}")
-
-        def on_console(message: Any) -> None:
-            # a refused request (403, 409) is logged by the browser itself; the page shows it in the card
-            if message.type == "error" and not message.text.startswith("Failed to load resource"):
-                opened.problems.append(f"console error: {message.text}")
-
-        page.on("request", on_request)
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: opened.problems.append(f"uncaught: {error}"))
-        return opened.open(path)
-
-    yield open_on
-    for context in contexts:
-        context.close()
 
 
 # ---- helpers -----------------------------------------------------------------------------
