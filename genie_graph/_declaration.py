@@ -205,6 +205,12 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
             :class:`~genie_graph.SubFlow`'s ``on_abort`` event follows, or the caller aborts too).
         intent_classifier: optional invoker template answering the intent label of the user's input
             (``{{ user_input }}``, ``{{ intents }}``), for interruptions declared with ``intent=``.
+        group_reasoner: optional judge of a group session's messages (see
+            :meth:`~genie_graph.GenieFlow.send_message`): an invoker template, rendered with
+            ``{{ message }}``, ``{{ sender }}`` and ``{{ messages }}`` (the latest of the log: seq,
+            sender, content), answering IGNORE or DELEGATE (and a reason after it); or a function
+            ``(message, model)`` (may be async) answering a ``Decision``, a bool or such text. Without
+            one every message is delegated to the flow.
 
     Example:
         >>> class QandAMachine(GenieStateMachine):
@@ -235,6 +241,7 @@ class GenieStateMachine(StateMachine, metaclass=_GenieMachineMeta):
     interruptible: ClassVar[bool | Collection[str]] = True
     abort_states: ClassVar[Collection[str]] = ()
     intent_classifier: ClassVar[str | None] = None
+    group_reasoner: ClassVar[str | Callable[..., Any] | None] = None
 
     def __init__(self, model: GenieModel, **kwargs: Any) -> None:
         kwargs.setdefault("state_field", "state")

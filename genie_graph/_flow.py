@@ -168,6 +168,8 @@ class CompiledFlow:
     interruptible: bool | frozenset[str] = True
     abort_states: frozenset[str] = frozenset()
     intent_classifier: str | None = None
+    group_reasoner: str | Callable[..., Any] | None = None
+    """Decides whether a group message is for the flow (see ``_group``): an invoker template or a function."""
     children: dict[str, CompiledFlow] = field(default_factory=dict)
     """Of the session's own flow: every flow it can reach (sub-flows, interruptions), by name."""
     nodes: dict[str, tuple[CompiledFlow, str]] = field(default_factory=dict)
@@ -344,6 +346,11 @@ class CompiledFlow:
             raise FlowDefinitionError(
                 self.name, f"model.state {model.state!r} is no state value of this machine"
             ) from None
+
+    def declared_events(self) -> set[str]:
+        """Every event the session's flows declare, interruption triggers included."""
+        flows = [self, *self.children.values()]
+        return {event for f in flows for events in f.events_out.values() for event in events} | all_trigger_events(self)
 
     def next_actions(self, state_id: str) -> list[str]:
         """Events the state accepts, in declaration order, conditions not evaluated."""
@@ -733,6 +740,7 @@ def compile_flow(
         failures=failures,
         subflow_specs=subflow_specs,
         intent_classifier=_intent_classifier(name, machine_class, runner),
+        group_reasoner=_group_reasoner(name, machine_class, runner),
     )
     flow.interruptible = check_interruptible(flow)
     flow.abort_states = check_abort_states(flow)
@@ -750,6 +758,29 @@ def compile_flow(
     if composed:  # the flows it calls or that interrupt it, compiled into the same session graph
         compose(flow, lambda child: compile_flow(child, runner, compat, composed=False))
     return flow
+
+
+def _group_reasoner(
+    name: str, machine_class: type[GenieStateMachine], runner: CompositeRunner
+) -> str | Callable[..., Any] | None:
+    reasoner = getattr(machine_class, "group_reasoner", None)
+    if reasoner is None or (callable(reasoner) and not isinstance(reasoner, str)):
+        return reasoner
+    if not isinstance(reasoner, str):
+        raise FlowDefinitionError(
+            name,
+            f"group_reasoner must be an invoker template name or a function, got {reasoner!r}",
+            ["group_reasoner"],
+        )
+    runner.check(reasoner, name, "group_reasoner")
+    if not runner.invokes(reasoner):
+        raise FlowDefinitionError(
+            name,
+            f"group_reasoner {reasoner!r} declares no invoker",
+            ["group_reasoner"],
+            fix="Put a meta.yaml with an invoker in its directory; it answers IGNORE or DELEGATE for {{ message }}",
+        )
+    return reasoner
 
 
 def _intent_classifier(name: str, machine_class: type[GenieStateMachine], runner: CompositeRunner) -> str | None:

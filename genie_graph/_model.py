@@ -90,6 +90,10 @@ class DialoguePersistence(StrEnum):
     RENDERED = "rendered"
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -101,6 +105,8 @@ class DialogueElement(BaseModel):
         actor: who said it; the plain strings ``"system"``, ``"assistant"`` and ``"user"`` are accepted.
         actor_text: what was said.
         timestamp: when it was recorded; timezone-aware UTC by default.
+        sender: who said it, for a user's utterance in a group session (a message's sender);
+            None otherwise, and then left out of the JSON.
 
     Example:
         >>> DialogueElement(actor="user", actor_text="hello").text
@@ -110,6 +116,9 @@ class DialogueElement(BaseModel):
     actor: Actor = Field(description="the originator of the dialogue element")
     actor_text: str = Field(description="the text that was produced by the actor")
     timestamp: datetime = Field(default_factory=_utc_now, description="when this dialogue element was created (UTC)")
+    sender: str | None = Field(
+        default=None, exclude_if=_is_none, description="who said it, in a group session (a message's sender)"
+    )
 
     @property
     def text(self) -> str:
@@ -124,7 +133,14 @@ def _as_yaml(element: DialogueElement) -> str:
     # then fail on the next line; an explicit indentation indicator keeps it parseable.
     indicator = "2" if first[:1].isspace() else ""
     body = "".join(f"    {line}\n" for line in lines)
-    return f"- role: {element.actor}\n  content: >{indicator}\n{body}"
+    name = "" if element.sender is None else f"  name: {json.dumps(element.sender)}\n"
+    return f"- role: {element.actor}\n{name}  content: >{indicator}\n{body}"
+
+
+def _speaker(element: DialogueElement) -> str:
+    """``USER``, or ``USER alice`` for a group message's sender."""
+    actor = element.actor.upper()
+    return actor if element.sender is None else f"{actor} {element.sender}"
 
 
 def _as_question_answer(dialogue: Iterable[DialogueElement]) -> str:
@@ -134,7 +150,7 @@ def _as_question_answer(dialogue: Iterable[DialogueElement]) -> str:
         if element.actor is Actor.USER:
             if question is not None:
                 blocks.append(f"Q: {question}\n")
-            question = element.actor_text
+            question = element.actor_text if element.sender is None else f"({element.sender}) {element.actor_text}"
         elif element.actor is Actor.ASSISTANT:
             prefix = f"Q: {question}\n" if question is not None else ""
             blocks.append(f"{prefix}A: {element.actor_text}\n")
@@ -169,7 +185,8 @@ class DialogueFormat(StrEnum):
         as ISO strings); ``YAML`` a list of ``{role, content}`` mappings, content as a folded
         block scalar; ``CHAT`` ``[ACTOR]: text`` lines; ``QUESTION_ANSWER`` ``Q:``/``A:`` pairs,
         each user turn paired with the assistant turn that follows it (a turn without a partner
-        stands alone, system turns are left out).
+        stands alone, system turns are left out). A group message's sender is named: ``name:``
+        in YAML, ``[USER alice]`` in CHAT, ``Q: (alice) ...`` in QUESTION_ANSWER.
 
         Args:
             dialogue: the elements, oldest first.
@@ -188,7 +205,7 @@ class DialogueFormat(StrEnum):
             case DialogueFormat.YAML:
                 return "\n".join(_as_yaml(element) for element in elements)
             case DialogueFormat.CHAT:
-                return "\n".join(f"[{element.actor.upper()}]: {element.actor_text}\n" for element in elements)
+                return "\n".join(f"[{_speaker(element)}]: {element.actor_text}\n" for element in elements)
             case DialogueFormat.QUESTION_ANSWER:
                 return _as_question_answer(elements)
         raise AssertionError(f"unhandled dialogue format {self!r}")  # pragma: no cover

@@ -15,12 +15,13 @@ drawings show every edge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -42,8 +43,8 @@ from ._failures import (
     state_on_error,
 )
 from ._flow import CompiledFlow
-from ._history import HistoryKind
-from ._model import GenieModel, StateKind
+from ._history import HistoryEntry, HistoryKind
+from ._model import Actor, GenieModel, StateKind
 from ._packing import PACKED_FIELDS, pack, packing
 from ._preferences import current_preferences, preferences_of
 from ._subflows import call_subflow, model_at, node_name, pick_interruption, store_model
@@ -225,16 +226,24 @@ async def _await_event(scope: _Scope, model: GenieModel, waiting_error: str | No
     flow, session = scope.flow, scope.session
     try:
         event, text = _parse_resume(resume)
+        sent_by = _sent_by(resume)
+        said, happened = len(model.dialogue), model.history[-1] if model.history else None
         session.flows.notice = None  # what this event leads to is told afresh
-        fired = await pick_interruption(scope.root, session, model, event, text) if scope.root.children else None
+        async with _speaking(scope.root, sent_by):
+            fired = await pick_interruption(scope.root, session, model, event, text) if scope.root.children else None
+            if fired is None:
+                await flow.send(model, event, text)
+        if sent_by is not None:
+            _tag_group_message(model, sent_by, said, happened)
         if fired is not None:
             declared_by, link = fired
             target = interrupt_flow(scope.root, session, scope.index, model, declared_by, link, event, text, scope.node)
+            if sent_by is not None:
+                _tag_group_message(model, sent_by, said, happened)
             update = changed_fields(scope.before, session)
             if report is not None:
                 report.accept(scope.root.entry_node(target))
             return Command(update=update, goto=target)
-        await flow.send(model, event, text)
     except EventNotAllowed as refusal:
         declared = refusal.received in refusal.allowed  # its conditions failed: the flow's reason stands
         return _refuse(scope.node, scope.refusal(event, refusal.reason if declared else ""), report, waiting_error)
@@ -248,6 +257,43 @@ async def _await_event(scope: _Scope, model: GenieModel, waiting_error: str | No
     if report is not None:  # where the work starts: the runtime answers "poll" at once for an invoker state
         report.accept(scope.root.entry_node(goto))
     return Command(update=update, goto=goto)
+
+
+def _sent_by(value: Any) -> tuple[str, int | None] | None:
+    """A group message's sender and number, when the resume value carries them."""
+    if isinstance(value, Mapping) and isinstance(value.get("sender"), str):
+        number = value.get("message")
+        return value["sender"], number if isinstance(number, int) else None
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _speaking(root: CompiledFlow, sent_by: tuple[str, int | None] | None) -> AsyncIterator[None]:
+    """Templates rendered while a group message's event is taken see its sender (and their preferences)."""
+    if sent_by is None:
+        yield
+        return
+    sender = sent_by[0]
+    token = current_preferences.set((sender, await preferences_of(root.runner.preferences, sender)))
+    try:
+        yield
+    finally:
+        current_preferences.reset(token)
+
+
+def _tag_group_message(
+    model: GenieModel, sent_by: tuple[str, int | None], said: int, last_before: HistoryEntry | None
+) -> None:
+    """Name the sender on the user's utterances, and the message on the events, this message added."""
+    sender, number = sent_by
+    for element in model.dialogue[said:]:
+        if element.actor is Actor.USER and element.sender is None:
+            element.sender = sender
+    for entry in reversed(model.history):  # the history drops its oldest entries: find the new ones from the end
+        if entry is last_before:
+            break
+        if entry.kind is HistoryKind.EVENT and entry.detail is None:
+            entry.detail = {"sender": sender, "message": number}
 
 
 def _parse_resume(value: Any) -> tuple[str, str]:

@@ -16,7 +16,14 @@ Keys (``{sid}`` is the session id):
 * ``genie:runs``: a sorted set of the sessions with a run, scored by the time their lease runs out;
   a session still in it after that time has an orphaned run, which a worker's sweep resumes;
 * ``genie:progress:{sid}``: the sub-task counts of the run in flight; ``genie:error:{sid}``: the
-  failure of the last run, until a poll reports it.
+  failure of the last run, until a poll reports it;
+* a group session's members: ``genie:group:{sid}:members`` (a set); its log:
+  ``genie:group:{sid}:seq`` (the last message number, ``INCR``-ed: the order received),
+  ``genie:group:{sid}:messages`` (a hash, number -> message JSON),
+  ``genie:group:{sid}:items:{seq}`` (a list of a message's execution items), and the leases
+  ``genie:group:{sid}:lease:sender:{sender}`` (the process draining a sender's messages) and
+  ``genie:group:{sid}:lease:flow`` (the process delivering a message to the flow); the log expires
+  a little after the session.
 """
 
 from __future__ import annotations
@@ -312,8 +319,11 @@ class RedisStore(Store):
     async def delete(self, thread_id: str) -> None:
         record = await self.session(thread_id)
         await self.saver.adelete_thread(thread_id)
+        messages = await self.message_count(thread_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self._session_key(thread_id), *(self._run_keys(thread_id)))
+        parts = ["seq", "messages", "members", *(f"items:{seq}" for seq in range(1, messages + 1))]
+        pipe.delete(*(self._group_key(thread_id, part) for part in parts))
         pipe.zrem(_RUNS, thread_id)
         if record is not None:
             for key in self._index_keys(record):
@@ -387,6 +397,92 @@ class RedisStore(Store):
         key = f"genie:user:{user}:{model_key}" if user else f"genie:sessions:{model_key}"
         await self.client.zremrangebyscore(key, "-inf", time.time())
         return [_text(member) for member in await self.client.zrange(key, 0, -1)]
+
+    # ---- a group session's message log ---------------------------------------------------------
+    @staticmethod
+    def _group_key(session_id: str, part: str) -> str:
+        return f"genie:group:{session_id}:{part}"
+
+    async def add_members(self, session_id: str, members: Iterable[str], ttl_seconds: float | None) -> None:
+        named = list(members)
+        if not named:
+            return
+        key = self._group_key(session_id, "members")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(key, *named)
+        if ttl_seconds:
+            pipe.expire(key, int(ttl_seconds) + EXPIRY_GRACE_SECONDS)
+        await pipe.execute()
+
+    async def members(self, session_id: str) -> set[str]:
+        return {_text(member) for member in await self.client.smembers(self._group_key(session_id, "members"))}
+
+    async def append_message(self, session_id: str, message: dict[str, Any], ttl_seconds: float | None) -> int:
+        seq = int(await self.client.incr(self._group_key(session_id, "seq")))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self._group_key(session_id, "messages"), str(seq), orjson.dumps({**message, "seq": seq}))
+        if ttl_seconds:
+            for part in ("seq", "messages"):
+                pipe.expire(self._group_key(session_id, part), int(ttl_seconds) + EXPIRY_GRACE_SECONDS)
+        await pipe.execute()
+        return seq
+
+    async def save_message(self, session_id: str, seq: int, message: dict[str, Any]) -> None:
+        await self.client.hset(self._group_key(session_id, "messages"), str(seq), orjson.dumps(message))
+
+    async def load_messages(self, session_id: str, after: int = 0) -> list[dict[str, Any]]:
+        found = await self.client.hgetall(self._group_key(session_id, "messages"))
+        numbered = sorted((int(seq), body) for seq, body in found.items() if int(seq) > after)
+        return [orjson.loads(body) for _seq, body in numbered]
+
+    async def load_message(self, session_id: str, seq: int) -> dict[str, Any] | None:
+        body = await self.client.hget(self._group_key(session_id, "messages"), str(seq))
+        return None if body is None else orjson.loads(body)
+
+    async def message_count(self, session_id: str) -> int:
+        return int(await self.client.get(self._group_key(session_id, "seq")) or 0)
+
+    async def append_items(self, session_id: str, seq: int, items: list[dict[str, Any]]) -> None:
+        key = self._group_key(session_id, f"items:{seq}")
+        ttl = await self.client.ttl(self._group_key(session_id, "messages"))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(key, *(orjson.dumps(item) for item in items))
+        if ttl > 0:
+            pipe.expire(key, ttl)
+        await pipe.execute()
+
+    async def load_items(self, session_id: str, seq: int, start: int = 0) -> list[dict[str, Any]]:
+        found = await self.client.lrange(self._group_key(session_id, f"items:{seq}"), start, -1)
+        return [orjson.loads(item) for item in found]
+
+    @staticmethod
+    def _group_lease_key(session_id: str, holder: str) -> str:
+        return f"genie:group:{session_id}:lease:{holder}"
+
+    @contextlib.asynccontextmanager
+    async def group_lease(self, session_id: str, holder: str, lease_seconds: float) -> AsyncIterator[None]:
+        key = self._group_lease_key(session_id, holder)
+        lease = Lock(self.client, key, timeout=lease_seconds, sleep=0.02, thread_local=False)
+        await lease.acquire(blocking=True)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(lease_seconds / 3)
+                with contextlib.suppress(LockError, RedisConnectionError, RedisTimeoutError):
+                    await lease.reacquire()
+
+        renewal = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+            with contextlib.suppress(LockError):
+                await lease.release()
+
+    async def group_lease_held(self, session_id: str, holder: str) -> bool:
+        return bool(await self.client.exists(self._group_lease_key(session_id, holder)))
 
     # ---- coordination between processes --------------------------------------------------
     @contextlib.asynccontextmanager

@@ -39,6 +39,7 @@ from ._declaration import NamedQueueTaskTemplate
 from ._diagram import Diagram
 from ._failures import current_run_starts
 from ._flow import POLL, CompiledFlow, GenieCompat, compile_flow
+from ._group import Execution, GroupMessage, GroupProcessor
 from ._invokers import DEFAULT_POOL_SIZE, InvokerRegistry
 from ._model import GenieModel, StateKind, reachable_types
 from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
@@ -64,6 +65,7 @@ from .errors import (
     EventNotAllowed,
     FlowVersionUnsupported,
     GenieGraphError,
+    NotAMember,
     SessionBusy,
     StoreUnavailable,
     UnknownModelKey,
@@ -403,6 +405,7 @@ class GenieFlow:
         self._opening = asyncio.Lock()
         self._runs: dict[str, _Run] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._group = GroupProcessor(self)
         atexit.register(_close_at_exit, weakref.ref(self))
 
     @property
@@ -1189,8 +1192,13 @@ class GenieFlow:
         )
 
     @_tracing.traced_event
-    async def _send(self, model_key: str, event: EventInput) -> AIResponse:
+    async def _send(
+        self, model_key: str, event: EventInput, *, sender: str | None = None, message: int | None = None
+    ) -> AIResponse:
         """Process a non-poll event; a refusal raises and leaves the session as it was.
+
+        ``sender`` and ``message`` name a group message's sender and number: the dialogue and the
+        history record them.
 
         Raises:
             EventNotAllowed: the state does not take the event, or its conditions fail.
@@ -1207,9 +1215,17 @@ class GenieFlow:
                 else contextlib.nullcontext()
             )
             async with shared_lock:
-                return await self._send_locked(flow, model_key, event, store)
+                return await self._send_locked(flow, model_key, event, store, sender, message)
 
-    async def _send_locked(self, flow: CompiledFlow, model_key: str, event: EventInput, store: Store) -> AIResponse:
+    async def _send_locked(
+        self,
+        flow: CompiledFlow,
+        model_key: str,
+        event: EventInput,
+        store: Store,
+        sender: str | None = None,
+        message: int | None = None,
+    ) -> AIResponse:
         session_id = event.session_id
         if await self._progress_elsewhere(session_id) is not None:
             await self._record(model_key, session_id)
@@ -1240,7 +1256,9 @@ class GenieFlow:
         await store.touch(record)
         mark = await store.mark(session_id)
         report = EventReport()
-        resume = {"event": event.event, "event_input": event.event_input}
+        resume: dict[str, Any] = {"event": event.event, "event_input": event.event_input}
+        if sender is not None:
+            resume.update(sender=sender, message=message)
         # A session loaded from an older version writes its migration in the same run: undone with a refusal.
         command: Command[Any] = migration_command(snapshot, resume) or Command(resume=resume)
         run = await self._start_run(model_key, session_id, command, report, mark, version=model.flow_version)
@@ -1311,6 +1329,7 @@ class GenieFlow:
                         "approval_closed", session_id, approval_id, "it expired, which counts as denied"
                     )
                 members = [m for m in (record.owner, record.user) if m]
+                members += await store.members(session_id) | {m.sender for m in await self._group.messages(session_id)}
                 if not ApprovalPolicy(request.approvers).allows(request, by, roles, members):
                     raise ApprovalError(
                         "approval_forbidden",
@@ -1539,6 +1558,169 @@ class GenieFlow:
         finally:
             await self._async(stack.aclose())
 
+    # ---- group sessions: messages from many senders (see ``_group``) -------------------------
+    async def _send_message_event(self, model_key: str, session_id: str, message: GroupMessage) -> AIResponse:
+        event = EventInput(session_id=session_id, event=message.event, event_input=message.content)
+        return await self._send(model_key, event, sender=message.sender, message=message.seq)
+
+    async def _approvals_pending(self, model_key: str, session_id: str) -> bool:
+        return any(r.status is ApprovalStatus.PENDING for r in await self._approvals(model_key, session_id))
+
+    async def _follow_answer(
+        self, model_key: str, session_id: str, feed: asyncio.Queue[FeedItem], answer: AIResponse
+    ) -> AsyncGenerator[FeedItem, None]:
+        """What the run an answer started does, up to its final response; past approval requests too.
+
+        A response that waits for approvals is yielded, and following goes on until a response that
+        does not.
+        """
+        state = _FollowState(model_key, session_id, feed, answer)
+        while (item := await self._next_item(state)) is not None:
+            yield item
+            requests = item["data"].get("approvals") or [] if item["event"] == "response" else []
+            if any(request.get("status") == "pending" for request in requests):
+                state.finished = False  # a decision resumes the run: follow it
+                state.answer = AIResponse(session_id=session_id, next_actions=[POLL])
+
+    async def _receive(self, model_key: str, session_id: str, content: str, sender: str, event: str) -> GroupMessage:
+        flow = self.flow_of(model_key)
+        if not isinstance(sender, str) or not sender.strip():
+            raise ValueError(f"a group message needs its sender's name (a non-empty string), got {sender!r}")
+        declared = flow.declared_events()
+        if event not in declared:
+            known = ", ".join(sorted(declared)) or "(none)"
+            raise ValueError(f"a group message is sent as one of the flow's events ({known}), not {event!r}")
+        sender = sender.strip()
+        members = await (await self._open_store()).members(session_id)
+        if members and sender not in members:
+            await self._record(model_key, session_id)
+            raise NotAMember(session_id, sender, list(members))
+        return await self._group.receive(model_key, session_id, sender, content, event)
+
+    async def _add_members(self, model_key: str, session_id: str, members: Sequence[str]) -> None:
+        record = await self._record(model_key, session_id)
+        named = [member.strip() for member in members]
+        if any(not member for member in named):
+            raise ValueError(f"members are non-empty names, got {list(members)!r}")
+        await (await self._open_store()).add_members(session_id, named, record.ttl_seconds)
+
+    def add_members(self, model_key: str, session_id: str, members: Sequence[str]) -> None:
+        """Name members of a group session: from then on only they may write to it.
+
+        A session without named members takes messages from anyone who has it. Members (and every
+        sender who wrote) may also decide approval requests whose ``approvers`` is ``member``.
+
+        Raises:
+            UnknownModelKey, UnknownSession; ValueError: an empty name.
+        """
+        self._sync(self._add_members(model_key, session_id, members))
+
+    async def aadd_members(self, model_key: str, session_id: str, members: Sequence[str]) -> None:
+        """Async twin of :meth:`add_members`."""
+        await self._async(self._add_members(model_key, session_id, members))
+
+    async def _members(self, model_key: str, session_id: str) -> set[str]:
+        await self._record(model_key, session_id)
+        store = await self._open_store()
+        return await store.members(session_id) | {m.sender for m in await self._group.messages(session_id)}
+
+    def members(self, model_key: str, session_id: str) -> set[str]:
+        """A group session's members: those named with :meth:`add_members`, and every sender who wrote."""
+        return self._sync(self._members(model_key, session_id))
+
+    async def amembers(self, model_key: str, session_id: str) -> set[str]:
+        """Async twin of :meth:`members`."""
+        return await self._async(self._members(model_key, session_id))
+
+    def send_message(
+        self, model_key: str, session_id: str, content: str, sender: str, event: str = "user_input"
+    ) -> GroupMessage:
+        """Add a message from ``sender`` to a group session, and process it in the background.
+
+        The message is numbered in the order received (``GroupMessage.seq``). Then, after the
+        sender's earlier messages, the flow's ``group_reasoner`` decides whether it is for the flow;
+        if so it is sent as ``event`` with ``content`` as its input, its sender named on the
+        dialogue. Follow it with :meth:`execution` or :meth:`astream_execution`. Messages from
+        different senders are processed concurrently, each sender's in order; the flow takes one at
+        a time, so none is lost.
+
+        Any session can take group messages; its members are the senders who wrote to it.
+
+        Raises:
+            UnknownModelKey, UnknownSession; ValueError: no sender, or ``event`` is not one of the
+            flow's events.
+        """
+        return self._sync(self._receive(model_key, session_id, content, sender, event))
+
+    async def asend_message(
+        self, model_key: str, session_id: str, content: str, sender: str, event: str = "user_input"
+    ) -> GroupMessage:
+        """Async twin of :meth:`send_message`."""
+        return await self._async(self._receive(model_key, session_id, content, sender, event))
+
+    async def _messages(self, model_key: str, session_id: str, after: int) -> list[GroupMessage]:
+        await self._record(model_key, session_id)
+        return await self._group.messages(session_id, after)
+
+    def messages(self, model_key: str, session_id: str, after: int = 0) -> list[GroupMessage]:
+        """A group session's messages numbered above ``after``, in the order received, with their status."""
+        return self._sync(self._messages(model_key, session_id, after))
+
+    async def amessages(self, model_key: str, session_id: str, after: int = 0) -> list[GroupMessage]:
+        """Async twin of :meth:`messages`."""
+        return await self._async(self._messages(model_key, session_id, after))
+
+    async def _execution(self, model_key: str, session_id: str, seq: int, wait: float | None) -> Execution:
+        await self._record(model_key, session_id)
+        deadline = None if wait is None else time.monotonic() + wait
+        execution = await self._group.execution(model_key, session_id, seq)
+        while not execution.finished and (deadline is None or time.monotonic() < deadline):
+            await asyncio.sleep(0.02)
+            execution = await self._group.execution(model_key, session_id, seq)
+        return execution
+
+    def execution(self, model_key: str, session_id: str, seq: int, wait: float | None = 0) -> Execution:
+        """Message ``seq`` of a group session and what its processing did so far.
+
+        Args:
+            wait: seconds to wait for it to finish (None: as long as it takes; 0: answer now).
+
+        Raises:
+            UnknownModelKey, UnknownSession, UnknownMessage.
+        """
+        return self._sync(self._execution(model_key, session_id, seq, wait))
+
+    async def aexecution(self, model_key: str, session_id: str, seq: int, wait: float | None = 0) -> Execution:
+        """Async twin of :meth:`execution`."""
+        return await self._async(self._execution(model_key, session_id, seq, wait))
+
+    async def astream_execution(
+        self, model_key: str, session_id: str, seq: int, start: int = 0
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Message ``seq``'s execution items from index ``start`` on, as they happen, until it finishes.
+
+        Items are ``{"event": kind, "data": {...}}``, in this order: one ``decision`` (``decision``
+        ``delegate`` or ``ignore``, ``reason``, ``sender``); for a delegated message, ``state``
+        and ``progress`` items of its run, an ``approval`` per tool call that waits for a person
+        (decide it with :meth:`decide_approval`), and last a ``response`` (the ``AIResponse``, plus
+        ``state``) or an ``error`` (``error``: ``event_not_allowed``, ... , ``message``). Items
+        already there are yielded at once, so a reader may come late or come back.
+
+        Raises:
+            UnknownModelKey, UnknownSession, UnknownMessage (from the first ``__anext__``).
+        """
+        await self._async(self._record(model_key, session_id))
+        items = self._group.follow(model_key, session_id, seq, start)
+
+        async def step() -> dict[str, Any] | None:
+            return await anext(items, None)
+
+        try:
+            while (item := await self._async(step())) is not None:
+                yield item
+        finally:
+            await self._async(items.aclose())
+
     # ---- inspection ---------------------------------------------------------------------
     async def _user_sessions(self, model_key: str, user_info: User | Mapping[str, Any] | None) -> list[str]:
         self.flow_of(model_key)
@@ -1672,6 +1854,7 @@ class GenieFlow:
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def _close(self, timeout: float) -> None:
+        await self._group.close(timeout)
         tasks = [run.task for run in self._runs.values() if run.task is not None and not run.task.done()]
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -1687,6 +1870,7 @@ class GenieFlow:
         """Drop what belongs to the loop that is going away: the next loop builds its own."""
         self._runs.clear()
         self._locks.clear()
+        self._group = GroupProcessor(self)
         self._opening = asyncio.Lock()
         for registered in self._registered.values():
             registered.graph = None

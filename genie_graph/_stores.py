@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import zlib
 from abc import ABC, abstractmethod
@@ -152,6 +153,55 @@ class Store(ABC):
             subscribers.discard(queue)
             if not subscribers:
                 self._feeds.pop(session_id, None)
+
+    # ---- a group session's message log (see ``_group``) ------------------------------------
+    # Messages and execution items are JSON data; a message's number is its place in the log.
+    @abstractmethod
+    async def add_members(self, session_id: str, members: Iterable[str], ttl_seconds: float | None) -> None:
+        """Name people as members of a group session (who may write to it, and decide as ``member``)."""
+
+    @abstractmethod
+    async def members(self, session_id: str) -> set[str]:
+        """The named members of a group session (none: anyone with the session may write)."""
+
+    @abstractmethod
+    async def append_message(self, session_id: str, message: dict[str, Any], ttl_seconds: float | None) -> int:
+        """Add a message at the end of the session's log and answer its number (1 for the first)."""
+
+    @abstractmethod
+    async def save_message(self, session_id: str, seq: int, message: dict[str, Any]) -> None:
+        """Replace message ``seq`` (its status changed)."""
+
+    @abstractmethod
+    async def load_messages(self, session_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """The log's messages numbered above ``after``, in order."""
+
+    @abstractmethod
+    async def load_message(self, session_id: str, seq: int) -> dict[str, Any] | None:
+        """Message ``seq``, or None."""
+
+    @abstractmethod
+    async def message_count(self, session_id: str) -> int:
+        """How many messages the log has."""
+
+    @abstractmethod
+    async def append_items(self, session_id: str, seq: int, items: list[dict[str, Any]]) -> None:
+        """Add items at the end of message ``seq``'s execution."""
+
+    @abstractmethod
+    async def load_items(self, session_id: str, seq: int, start: int = 0) -> list[dict[str, Any]]:
+        """Message ``seq``'s execution items from index ``start`` on."""
+
+    @contextlib.asynccontextmanager
+    async def group_lease(self, session_id: str, holder: str, lease_seconds: float) -> AsyncIterator[None]:
+        """Hold ``holder``'s lease in a group session (``sender:<name>``, ``flow``) against other processes.
+
+        A process-local store has no other process: the caller's local lock is enough."""
+        yield
+
+    async def group_lease_held(self, session_id: str, holder: str) -> bool:
+        """Whether some process holds ``holder``'s lease (a process-local store: never another one)."""
+        return False
 
     @abstractmethod
     async def prune(self, thread_id: str, keep: int) -> None:
@@ -301,6 +351,9 @@ class MemoryStore(Store):
     def __init__(self, url: str) -> None:
         super().__init__(url, InMemorySaver(serde=CompressingSerializer()))
         self._index = _LocalIndex()
+        self._messages: dict[str, list[dict[str, Any]]] = {}
+        self._items: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        self._members: dict[str, set[str]] = {}
 
     async def add_session(self, record: SessionRecord) -> None:
         self._index.records[record.session_id] = (record, _LocalIndex.expiry(record))
@@ -326,6 +379,39 @@ class MemoryStore(Store):
 
     async def _forget(self, session_id: str) -> None:
         self._index.records.pop(session_id, None)
+        self._messages.pop(session_id, None)
+        self._items.pop(session_id, None)
+        self._members.pop(session_id, None)
+
+    async def add_members(self, session_id: str, members: Iterable[str], ttl_seconds: float | None) -> None:
+        self._members.setdefault(session_id, set()).update(members)
+
+    async def members(self, session_id: str) -> set[str]:
+        return set(self._members.get(session_id, ()))
+
+    async def append_message(self, session_id: str, message: dict[str, Any], ttl_seconds: float | None) -> int:
+        log = self._messages.setdefault(session_id, [])
+        log.append({**message, "seq": len(log) + 1})
+        return len(log)
+
+    async def save_message(self, session_id: str, seq: int, message: dict[str, Any]) -> None:
+        self._messages[session_id][seq - 1] = dict(message)
+
+    async def load_messages(self, session_id: str, after: int = 0) -> list[dict[str, Any]]:
+        return [dict(message) for message in self._messages.get(session_id, [])[after:]]
+
+    async def load_message(self, session_id: str, seq: int) -> dict[str, Any] | None:
+        log = self._messages.get(session_id, [])
+        return dict(log[seq - 1]) if 0 < seq <= len(log) else None
+
+    async def message_count(self, session_id: str) -> int:
+        return len(self._messages.get(session_id, []))
+
+    async def append_items(self, session_id: str, seq: int, items: list[dict[str, Any]]) -> None:
+        self._items.setdefault(session_id, {}).setdefault(seq, []).extend(items)
+
+    async def load_items(self, session_id: str, seq: int, start: int = 0) -> list[dict[str, Any]]:
+        return list(self._items.get(session_id, {}).get(seq, [])[start:])
 
     async def prune(self, thread_id: str, keep: int) -> None:
         for ns, checkpoints in self.saver.storage.get(thread_id, {}).items():
@@ -457,9 +543,71 @@ class SqliteStore(Store):
             return [row[0] for row in await cursor.fetchall()]
 
     async def _forget(self, session_id: str) -> None:
-        await self._conn.execute("DELETE FROM genie_sessions WHERE session_id = ?", (session_id,))
-        await self._conn.execute("DELETE FROM genie_run_starts WHERE session_id = ?", (session_id,))
+        for table in _SESSION_TABLES:
+            await self._conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608
         await self._conn.commit()
+
+    async def add_members(self, session_id: str, members: Iterable[str], ttl_seconds: float | None) -> None:
+        await self._conn.executemany(
+            "INSERT OR IGNORE INTO genie_group_members (session_id, member) VALUES (?, ?)",
+            [(session_id, member) for member in members],
+        )
+        await self._conn.commit()
+
+    async def members(self, session_id: str) -> set[str]:
+        rows = await self._rows("SELECT member FROM genie_group_members WHERE session_id = ?", session_id)
+        return {row[0] for row in rows}
+
+    async def append_message(self, session_id: str, message: dict[str, Any], ttl_seconds: float | None) -> int:
+        # One connection serves the process: the read of the last number and the insert are not interleaved.
+        async with self._conn.execute(
+            "INSERT INTO genie_group_messages (session_id, seq, body) "
+            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ? FROM genie_group_messages WHERE session_id = ? RETURNING seq",
+            (session_id, "{}", session_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        seq = int(row[0])
+        await self._conn.execute(
+            "UPDATE genie_group_messages SET body = ? WHERE session_id = ? AND seq = ?",
+            (json.dumps({**message, "seq": seq}), session_id, seq),
+        )
+        await self._conn.commit()
+        return seq
+
+    async def save_message(self, session_id: str, seq: int, message: dict[str, Any]) -> None:
+        await self._conn.execute(
+            "UPDATE genie_group_messages SET body = ? WHERE session_id = ? AND seq = ?",
+            (json.dumps(message), session_id, seq),
+        )
+        await self._conn.commit()
+
+    async def load_messages(self, session_id: str, after: int = 0) -> list[dict[str, Any]]:
+        sql = "SELECT body FROM genie_group_messages WHERE session_id = ? AND seq > ? ORDER BY seq"
+        async with self._conn.execute(sql, (session_id, after)) as cursor:
+            return [json.loads(row[0]) for row in await cursor.fetchall()]
+
+    async def load_message(self, session_id: str, seq: int) -> dict[str, Any] | None:
+        sql = "SELECT body FROM genie_group_messages WHERE session_id = ? AND seq = ?"
+        async with self._conn.execute(sql, (session_id, seq)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else json.loads(row[0])
+
+    async def message_count(self, session_id: str) -> int:
+        rows = await self._rows("SELECT COUNT(*) FROM genie_group_messages WHERE session_id = ?", session_id)
+        return int(rows[0][0])
+
+    async def append_items(self, session_id: str, seq: int, items: list[dict[str, Any]]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO genie_group_items (session_id, seq, body) VALUES (?, ?, ?)",
+            [(session_id, seq, json.dumps(item)) for item in items],
+        )
+        await self._conn.commit()
+
+    async def load_items(self, session_id: str, seq: int, start: int = 0) -> list[dict[str, Any]]:
+        sql = "SELECT body FROM genie_group_items WHERE session_id = ? AND seq = ? ORDER BY rowid LIMIT -1 OFFSET ?"
+        async with self._conn.execute(sql, (session_id, seq, start)) as cursor:
+            return [json.loads(row[0]) for row in await cursor.fetchall()]
 
     async def count_start(self, session_id: str, step: str) -> int:
         await self._conn.execute(
@@ -537,7 +685,25 @@ CREATE TABLE IF NOT EXISTS genie_sessions (
 );
 CREATE INDEX IF NOT EXISTS genie_sessions_by_user ON genie_sessions (model_key, user);
 CREATE TABLE IF NOT EXISTS genie_run_starts (session_id TEXT PRIMARY KEY, step TEXT NOT NULL, starts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS genie_group_messages (
+    session_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS genie_group_items (session_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS genie_group_items_by_message ON genie_group_items (session_id, seq);
+CREATE TABLE IF NOT EXISTS genie_group_members (
+    session_id TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (session_id, member)
+);
 """
+
+
+_SESSION_TABLES = (
+    "genie_sessions",
+    "genie_run_starts",
+    "genie_group_messages",
+    "genie_group_items",
+    "genie_group_members",
+)
+"""The tables holding a session's rows beside its checkpoints."""
 
 
 def _expiry(record: SessionRecord) -> float | None:

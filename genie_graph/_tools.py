@@ -372,7 +372,12 @@ def pending_approval(model: Any, state: str | None = None) -> ApprovalRequest | 
 
 
 def asked_by(model: Any) -> str | None:
-    """Who a run is for: the session's user (its email), if the session has one."""
+    """Who a run is for: the sender of the last group message it took, else the session's user (its email)."""
+    for element in reversed(model.dialogue):
+        if element.actor == "user":
+            if element.sender is not None:
+                return str(element.sender)
+            break
     user = model.secondary_storage.get("user_info") if "user_info" in model.secondary_storage else None
     email = getattr(user, "email", None)
     return str(email) if email else None

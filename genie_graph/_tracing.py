@@ -67,6 +67,7 @@ RUN_ID = "genie.run_id"
 EVENT = "genie.event"
 EVENT_INPUT = "genie.event.input"  # user text: only with content on
 EVENT_RECEIVED = "genie.event.received"  # an undeclared event's name, as sent: only with content on
+EVENT_SENDER = "genie.event.sender"  # who sent a group message: only with content on
 UNKNOWN_EVENT = "<undeclared>"
 STATE = "genie.state"
 STATE_KIND = "genie.state.kind"
@@ -236,16 +237,20 @@ def traced_event(method: F) -> F:
     """Decorates ``GenieFlow._send``: a ``genie.event <event>`` span around the event."""
 
     @functools.wraps(method)
-    def wrapper(flow: Any, model_key: str, event: EventInput) -> Any:
+    def wrapper(flow: Any, model_key: str, event: EventInput, **sent_by: Any) -> Any:
         settings: Tracing | None = flow._tracing_settings
         if settings is None:
-            return method(flow, model_key, event)
+            return method(flow, model_key, event, **sent_by)
         name = event.event if _declared(flow, model_key, event.event) else UNKNOWN_EVENT
         attributes = {**_session(model_key, event.session_id), EVENT: name}
         if settings.content:
             attributes[EVENT_INPUT] = event.event_input
             attributes[EVENT_RECEIVED] = event.event
-        return _spanned(settings, f"genie.event {name}", attributes, method(flow, model_key, event), _answered)
+        if sent_by.get("sender") is not None and settings.content:
+            attributes[EVENT_SENDER] = sent_by["sender"]
+        return _spanned(
+            settings, f"genie.event {name}", attributes, method(flow, model_key, event, **sent_by), _answered
+        )
 
     return cast(F, wrapper)
 

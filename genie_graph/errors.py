@@ -11,6 +11,8 @@
     ├── UnknownSession             no session with that id (or it expired)
     ├── EventNotAllowed            the event cannot be sent in the current state
     ├── SessionBusy                a background run is still in flight for the session
+    ├── UnknownMessage             a group session's log has no message with that number
+    ├── NotAMember                 a sender is not one of a group session's named members
     ├── FlowVersionUnsupported     a session's flow version is neither served nor migrated
     ├── EventFailed                a hook raised while an event was processed; the session is unchanged
     ├── SecondaryStorageError      a write-once secondary-storage key was written twice
@@ -375,3 +377,46 @@ class ApprovalError(GenieGraphError):
         self.session_id = session_id
         self.approval_id = approval_id
         super().__init__(f"approval {approval_id!r} of session {session_id!r}: {reason}")
+
+
+class UnknownMessage(GenieGraphError, KeyError):
+    """A group session's message log has no message with that number.
+
+    Attributes:
+        session_id: the session.
+        seq: the number asked for.
+        count: how many messages the log has.
+    """
+
+    code = "unknown_message"
+
+    def __init__(self, session_id: str, seq: int, count: int) -> None:
+        self.session_id = session_id
+        self.seq = seq
+        self.count = count
+        known = f"messages 1 to {count}" if count else "no messages yet"
+        super().__init__(f"session {session_id!r} has no message {seq}: its log has {known}. Ask for one of them.")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class NotAMember(GenieGraphError):
+    """A group session names its members, and the sender is not one of them; nothing was logged.
+
+    Attributes:
+        session_id: the session.
+        sender: who tried to write.
+        members: the session's members.
+    """
+
+    code = "not_a_member"
+
+    def __init__(self, session_id: str, sender: str, members: Sequence[str]) -> None:
+        self.session_id = session_id
+        self.sender = sender
+        self.members = sorted(members)
+        super().__init__(
+            f"{sender!r} is not a member of group session {session_id!r} (members: {', '.join(self.members)}). "
+            "Ask a member to add them with add_members."
+        )

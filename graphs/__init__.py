@@ -16,6 +16,7 @@ from .ordering import OrderModel
 from .q_and_a import QandAModel
 from .q_and_a_capture import QandACaptureModel
 from .q_and_a_cond import QandACondModel
+from .team_chat import TeamChatModel
 from .topic_analysis import TopicAnalysisModel
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
@@ -26,6 +27,7 @@ MODELS: dict[str, type[GenieModel]] = {
     "q_and_a_capture": QandACaptureModel,
     "topic_analysis": TopicAnalysisModel,
     "ordering": OrderModel,
+    "team_chat": TeamChatModel,
 }
 
 

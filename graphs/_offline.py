@@ -48,8 +48,23 @@ def classify_intent(statement: str, intents: list[str]) -> str:
     return "none"
 
 
+def judge_group_message(message: str) -> str:
+    """The group reasoner's answer: DELEGATE what names Genie or asks a question, IGNORE the rest."""
+    _sender, _, text = message.partition(": ")
+    if "genie" in text.lower() or text.rstrip().endswith("?"):
+        return "DELEGATE it is meant for Genie"
+    return "IGNORE the team is talking among themselves"
+
+
 def answer(prompt: str) -> str:
     """Answer one of the example prompts deterministically."""
+    group_message = _section(prompt, "GROUP MESSAGE")
+    if group_message is not None:
+        return judge_group_message(group_message)
+    sender = _section(prompt, "SENDER")
+    if sender:
+        statement = _section(prompt, "MOST RECENT HUMAN STATEMENT") or ""
+        return f"{sender}, you said: {statement!r}. (Offline answer: configure an OpenAI-compatible endpoint.)"
     topic = _section(prompt, "TOPIC")
     if topic is not None:
         return f"{topic} is a broad subject; this offline overview only names it."
