@@ -23,6 +23,7 @@ from ._approvals import ApprovalDecision, ApprovalList
 from ._auth import Caller, CallerDep
 from ._describe import DIAGRAM_MEDIA_TYPES, DiagramFormat, Diagrams, FlowDescription, describe_flow, session_highlight
 from ._errors import ApiError, ErrorBody, install_error_handlers, responses
+from ._group import group_router
 from ._ledger import HistoryReport, UsageReport, history_report, usage_report
 from ._playground import install_playground
 from ._stream import SSE_MEDIA_TYPE, event_stream
@@ -158,7 +159,7 @@ def create_app(
         if caller.name is None:
             return  # no API keys: sessions belong to nobody (an unknown one answers 404 where it is used)
         owner = await flow.asession_owner(model_key, session_id)
-        if owner != caller.name:
+        if owner != caller.name and caller.name not in await flow.amembers(model_key, session_id):
             raise UnknownSession(model_key, session_id)  # another caller's session is none of yours
 
     def check_size(event_input: str) -> None:
@@ -448,6 +449,7 @@ def create_app(
         return UserSessions(**user.model_dump(mode="json"), sessions=found)
 
     app.include_router(router)
+    app.include_router(group_router(flow, prefix, check_owner, check_size))
     if playground:
         install_playground(app, prefix)
 

@@ -19,8 +19,10 @@ from genie_graph.errors import (
     EventFailed,
     EventNotAllowed,
     FlowVersionUnsupported,
+    NotAMember,
     SessionBusy,
     StoreUnavailable,
+    UnknownMessage,
     UnknownModelKey,
     UnknownSession,
 )
@@ -91,6 +93,10 @@ def as_api_error(exc: Exception, genie_flow_status_codes: bool = False) -> ApiEr
     if isinstance(exc, ApprovalError):
         status = {"unknown_approval": 404, "approval_forbidden": 403}.get(exc.code, 409)
         return ApiError(status, exc.code, str(exc), session_id=exc.session_id, approval_id=exc.approval_id)
+    if isinstance(exc, UnknownMessage):
+        return ApiError(404, exc.code, str(exc), session_id=exc.session_id, seq=exc.seq, messages=exc.count)
+    if isinstance(exc, NotAMember):
+        return ApiError(403, exc.code, str(exc), session_id=exc.session_id, sender=exc.sender, members=exc.members)
     if isinstance(exc, StoreUnavailable):
         return ApiError(503, "store_unavailable", str(exc), headers={"Retry-After": "1"}, store=exc.url)
     raise exc
@@ -113,6 +119,8 @@ def install_error_handlers(app: FastAPI, genie_flow_status_codes: bool) -> None:
         FlowVersionUnsupported,
         StoreUnavailable,
         ApprovalError,
+        UnknownMessage,
+        NotAMember,
     )
     for kind in handled:
         app.add_exception_handler(kind, handle)
@@ -125,7 +133,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "API keys are on and the request carries no valid key",
         403: "the caller may not decide this approval request (`approval_forbidden`); nothing changed",
         404: "unknown model key, or unknown (or expired, or another caller's) session, or unknown approval "
-        "request (`unknown_approval`)",
+        "request (`unknown_approval`), or unknown group message (`unknown_message`)",
         409: "the event is not allowed in the current state (`event_not_allowed`), "
         "or a run is in flight (`session_busy`), or the session started on a flow version this server neither "
         "serves nor migrates (`flow_version_unsupported`), or the approval request was decided or expired "

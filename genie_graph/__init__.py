@@ -14,6 +14,7 @@ from ._declaration import (
 from ._diagram import Diagram
 from ._failures import FailurePolicy
 from ._flow import POLL, GenieCompat
+from ._group import Decision, Execution, GroupMessage, GroupReasoner, MessageStatus
 from ._history import HistoryEntry, HistoryKind
 from ._invokers import GenieInvoker, RetryPolicy
 from ._model import DialogueElement, DialogueFormat, GenieModel, SecondaryStore, VersionedModel
@@ -30,7 +31,9 @@ __all__ = [
     "AIResponse",
     "AIStatusResponse",
     "Budget",
+    "Decision",
     "EventInput",
+    "Execution",
     "FailurePolicy",
     "FlowFrame",
     "FlowStatus",
@@ -44,10 +47,13 @@ __all__ = [
     "GenieInvoker",
     "GenieModel",
     "GenieStateMachine",
+    "GroupMessage",
+    "GroupReasoner",
     "HistoryEntry",
     "HistoryKind",
     "Interruption",
     "MapTaskTemplate",
+    "MessageStatus",
     "Migration",
     "NamedQueueTaskTemplate",
     "PreferencesSource",
