@@ -14,7 +14,7 @@ from ._declaration import (
 from ._diagram import Diagram
 from ._failures import FailurePolicy
 from ._flow import POLL, GenieCompat
-from ._group import Decision, Execution, GroupMessage, GroupReasoner, MessageStatus
+from ._group import Decision, Execution, GroupMessage, MessageStatus
 from ._history import HistoryEntry, HistoryKind
 from ._invokers import GenieInvoker, RetryPolicy
 from ._model import DialogueElement, DialogueFormat, GenieModel, SecondaryStore, VersionedModel
@@ -48,7 +48,6 @@ __all__ = [
     "GenieModel",
     "GenieStateMachine",
     "GroupMessage",
-    "GroupReasoner",
     "HistoryEntry",
     "HistoryKind",
     "Interruption",

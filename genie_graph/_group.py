@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._runtime import GenieFlow
     from ._stores import FeedItem, Store
 
-__all__ = ["Decision", "Execution", "ExecutionItem", "GroupMessage", "GroupReasoner", "MessageStatus"]
+__all__ = ["Decision", "Execution", "ExecutionItem", "GroupMessage", "MessageStatus"]
 
 logger = logging.getLogger("genie_graph")
 

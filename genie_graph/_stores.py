@@ -499,20 +499,21 @@ class SqliteStore(Store):
         return cls(url, saver, connection)
 
     async def add_session(self, record: SessionRecord) -> None:
-        await self._conn.execute(
-            "INSERT OR REPLACE INTO genie_sessions "
-            "(session_id, model_key, user, ttl_seconds, expires_at, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.session_id,
-                record.model_key,
-                record.user,
-                record.ttl_seconds,
-                _expiry(record),
-                time.time(),
-                record.owner,
-            ),
-        )
-        await self._conn.commit()
+        async with self.saver.lock:  # type: ignore[attr-defined]
+            await self._conn.execute(
+                "INSERT OR REPLACE INTO genie_sessions (session_id, model_key, user, ttl_seconds, expires_at, "
+                "created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.session_id,
+                    record.model_key,
+                    record.user,
+                    record.ttl_seconds,
+                    _expiry(record),
+                    time.time(),
+                    record.owner,
+                ),
+            )
+            await self._conn.commit()
 
     async def session(self, session_id: str) -> SessionRecord | None:
         sql = "SELECT model_key, user, ttl_seconds, expires_at, owner FROM genie_sessions WHERE session_id = ?"
@@ -528,10 +529,8 @@ class SqliteStore(Store):
     async def touch(self, record: SessionRecord) -> None:
         if record.recently_touched():
             return
-        await self._conn.execute(
-            "UPDATE genie_sessions SET expires_at = ? WHERE session_id = ?", (_expiry(record), record.session_id)
-        )
-        await self._conn.commit()
+        sql = "UPDATE genie_sessions SET expires_at = ? WHERE session_id = ?"
+        await self._write(sql, [(_expiry(record), record.session_id)])
 
     async def sessions(self, model_key: str, user: str | None = None) -> list[str]:
         sql = "SELECT session_id FROM genie_sessions WHERE model_key = ? AND (expires_at IS NULL OR expires_at > ?)"
@@ -539,103 +538,102 @@ class SqliteStore(Store):
         if user is not None:
             sql += " AND user = ?"
             params += (user,)
-        async with self._conn.execute(sql + " ORDER BY created_at", params) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        return [row[0] for row in await self._read(sql + " ORDER BY created_at", params)]
 
     async def _forget(self, session_id: str) -> None:
-        for table in _SESSION_TABLES:
-            await self._conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608
-        await self._conn.commit()
+        async with self.saver.lock:  # type: ignore[attr-defined]
+            for table in _SESSION_TABLES:
+                await self._conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608
+            await self._conn.commit()
+
+    # The group log shares the saver's connection: its lock keeps a commit from meeting an open cursor.
+    async def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        async with self.saver.lock:  # type: ignore[attr-defined]
+            await self._conn.executemany(sql, rows)
+            await self._conn.commit()
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        async with self.saver.lock, self._conn.execute(sql, params) as cursor:  # type: ignore[attr-defined]
+            return [tuple(row) for row in await cursor.fetchall()]
 
     async def add_members(self, session_id: str, members: Iterable[str], ttl_seconds: float | None) -> None:
-        await self._conn.executemany(
-            "INSERT OR IGNORE INTO genie_group_members (session_id, member) VALUES (?, ?)",
-            [(session_id, member) for member in members],
-        )
-        await self._conn.commit()
+        sql = "INSERT OR IGNORE INTO genie_group_members (session_id, member) VALUES (?, ?)"
+        await self._write(sql, [(session_id, member) for member in members])
 
     async def members(self, session_id: str) -> set[str]:
-        rows = await self._rows("SELECT member FROM genie_group_members WHERE session_id = ?", session_id)
+        rows = await self._read("SELECT member FROM genie_group_members WHERE session_id = ?", (session_id,))
         return {row[0] for row in rows}
 
     async def append_message(self, session_id: str, message: dict[str, Any], ttl_seconds: float | None) -> int:
-        # One connection serves the process: the read of the last number and the insert are not interleaved.
-        async with self._conn.execute(
-            "INSERT INTO genie_group_messages (session_id, seq, body) "
-            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ? FROM genie_group_messages WHERE session_id = ? RETURNING seq",
-            (session_id, "{}", session_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        seq = int(row[0])
-        await self._conn.execute(
-            "UPDATE genie_group_messages SET body = ? WHERE session_id = ? AND seq = ?",
-            (json.dumps({**message, "seq": seq}), session_id, seq),
-        )
-        await self._conn.commit()
+        async with self.saver.lock:  # type: ignore[attr-defined]
+            async with self._conn.execute(
+                "INSERT INTO genie_group_messages (session_id, seq, body) "
+                "SELECT ?, COALESCE(MAX(seq), 0) + 1, ? FROM genie_group_messages WHERE session_id = ? RETURNING seq",
+                (session_id, "{}", session_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            seq = int(row[0])
+            await self._conn.execute(
+                "UPDATE genie_group_messages SET body = ? WHERE session_id = ? AND seq = ?",
+                (json.dumps({**message, "seq": seq}), session_id, seq),
+            )
+            await self._conn.commit()
         return seq
 
     async def save_message(self, session_id: str, seq: int, message: dict[str, Any]) -> None:
-        await self._conn.execute(
-            "UPDATE genie_group_messages SET body = ? WHERE session_id = ? AND seq = ?",
-            (json.dumps(message), session_id, seq),
-        )
-        await self._conn.commit()
+        sql = "UPDATE genie_group_messages SET body = ? WHERE session_id = ? AND seq = ?"
+        await self._write(sql, [(json.dumps(message), session_id, seq)])
 
     async def load_messages(self, session_id: str, after: int = 0) -> list[dict[str, Any]]:
         sql = "SELECT body FROM genie_group_messages WHERE session_id = ? AND seq > ? ORDER BY seq"
-        async with self._conn.execute(sql, (session_id, after)) as cursor:
-            return [json.loads(row[0]) for row in await cursor.fetchall()]
+        return [json.loads(row[0]) for row in await self._read(sql, (session_id, after))]
 
     async def load_message(self, session_id: str, seq: int) -> dict[str, Any] | None:
         sql = "SELECT body FROM genie_group_messages WHERE session_id = ? AND seq = ?"
-        async with self._conn.execute(sql, (session_id, seq)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else json.loads(row[0])
+        rows = await self._read(sql, (session_id, seq))
+        return json.loads(rows[0][0]) if rows else None
 
     async def message_count(self, session_id: str) -> int:
-        rows = await self._rows("SELECT COUNT(*) FROM genie_group_messages WHERE session_id = ?", session_id)
+        rows = await self._read("SELECT COUNT(*) FROM genie_group_messages WHERE session_id = ?", (session_id,))
         return int(rows[0][0])
 
     async def append_items(self, session_id: str, seq: int, items: list[dict[str, Any]]) -> None:
-        await self._conn.executemany(
-            "INSERT INTO genie_group_items (session_id, seq, body) VALUES (?, ?, ?)",
-            [(session_id, seq, json.dumps(item)) for item in items],
-        )
-        await self._conn.commit()
+        sql = "INSERT INTO genie_group_items (session_id, seq, body) VALUES (?, ?, ?)"
+        await self._write(sql, [(session_id, seq, json.dumps(item)) for item in items])
 
     async def load_items(self, session_id: str, seq: int, start: int = 0) -> list[dict[str, Any]]:
         sql = "SELECT body FROM genie_group_items WHERE session_id = ? AND seq = ? ORDER BY rowid LIMIT -1 OFFSET ?"
-        async with self._conn.execute(sql, (session_id, seq, start)) as cursor:
-            return [json.loads(row[0]) for row in await cursor.fetchall()]
+        return [json.loads(row[0]) for row in await self._read(sql, (session_id, seq, start))]
 
     async def count_start(self, session_id: str, step: str) -> int:
-        await self._conn.execute(
-            "INSERT INTO genie_run_starts (session_id, step, starts) VALUES (?, ?, 1) "
-            "ON CONFLICT (session_id) DO UPDATE SET "
-            "starts = CASE WHEN step = excluded.step THEN starts + 1 ELSE 1 END, step = excluded.step",
-            (session_id, step),
-        )
-        await self._conn.commit()  # durable before the invoker is called: the process may die in it
+        async with self.saver.lock:  # type: ignore[attr-defined]
+            await self._conn.execute(
+                "INSERT INTO genie_run_starts (session_id, step, starts) VALUES (?, ?, 1) "
+                "ON CONFLICT (session_id) DO UPDATE SET "
+                "starts = CASE WHEN step = excluded.step THEN starts + 1 ELSE 1 END, step = excluded.step",
+                (session_id, step),
+            )
+            await self._conn.commit()  # durable before the invoker is called: the process may die in it
         (starts,) = (await self._rows("SELECT starts FROM genie_run_starts WHERE session_id = ?", session_id))[0]
         return int(starts)
 
     async def prune(self, thread_id: str, keep: int) -> None:
-        await self._conn.execute(
-            "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN "
-            "(SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC LIMIT ?)",
-            (thread_id, thread_id, keep),
-        )
-        await self._conn.execute(
-            "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id NOT IN "
-            "(SELECT checkpoint_id FROM checkpoints WHERE thread_id = ?)",
-            (thread_id, thread_id),
-        )
-        await self._conn.commit()
+        async with self.saver.lock:  # type: ignore[attr-defined]
+            await self._conn.execute(
+                "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN "
+                "(SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC LIMIT ?)",
+                (thread_id, thread_id, keep),
+            )
+            await self._conn.execute(
+                "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id NOT IN "
+                "(SELECT checkpoint_id FROM checkpoints WHERE thread_id = ?)",
+                (thread_id, thread_id),
+            )
+            await self._conn.commit()
 
     async def _rows(self, sql: str, thread_id: str) -> list[tuple[Any, ...]]:
-        async with self._conn.execute(sql, (thread_id,)) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
+        return await self._read(sql, (thread_id,))
 
     async def _checkpoint_ids(self, thread_id: str) -> list[str]:
         return [
@@ -652,15 +650,16 @@ class SqliteStore(Store):
     async def rollback(self, thread_id: str, mark: StoreMark) -> None:
         new_checkpoints = [cid for cid in await self._checkpoint_ids(thread_id) if cid not in mark.checkpoints]
         new_writes = [key for key in await self._write_keys(thread_id) if key not in mark.writes]
-        await self._conn.executemany(
-            "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id = ?",
-            [(thread_id, cid) for cid in new_checkpoints],
-        )
-        await self._conn.executemany(
-            "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id = ? AND task_id = ? AND idx = ?",
-            [(thread_id, *key) for key in new_writes],
-        )
-        await self._conn.commit()
+        async with self.saver.lock:  # type: ignore[attr-defined]
+            await self._conn.executemany(
+                "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id = ?",
+                [(thread_id, cid) for cid in new_checkpoints],
+            )
+            await self._conn.executemany(
+                "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id = ? AND task_id = ? AND idx = ?",
+                [(thread_id, *key) for key in new_writes],
+            )
+            await self._conn.commit()
 
     async def size_of(self, thread_id: str) -> int:
         (checkpoints,) = (
