@@ -132,4 +132,5 @@ def build(template_root: str | Path, store: str | None = None, **kwargs: object)
     return flow
 
 
-flow = build(os.environ["GENIE_GRAPH_TEST_GROUP_TEMPLATES"]) if "GENIE_GRAPH_TEST_GROUP_TEMPLATES" in os.environ else None
+_TEMPLATES_ENV = "GENIE_GRAPH_TEST_GROUP_TEMPLATES"
+flow = build(os.environ[_TEMPLATES_ENV]) if _TEMPLATES_ENV in os.environ else None
