@@ -81,7 +81,7 @@ def test_default_flow_is_graphs_flow_from_the_repository_root(tmp_path: Path) ->
     result = run_cli("--store", "memory://", "list", tmp_path=tmp_path, flow=None)
     assert result.returncode == 0, result.stderr
     keys = [line.split()[0] for line in result.stdout.splitlines()]
-    assert keys == ["q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis", "ordering"]
+    assert keys == ["q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis", "ordering", "team_chat"]
 
 
 # ---- draw ---------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def _store_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_every_example_is_registered(flow: GenieFlow) -> None:
-    assert set(flow.model_keys) == {"q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis", "ordering"}
+    examples = {"q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis", "ordering", "team_chat"}
+    assert set(flow.model_keys) == examples
     assert set(graphs.MODELS) == set(flow.model_keys)
 
 
@@ -156,6 +157,25 @@ def test_q_and_a_capture_retries_then_captures_the_name(flow: GenieFlow) -> None
     model = flow.get_model("q_and_a_capture", sid)
     assert model.user_name == "Ada"
     assert model.state == 500  # user_enters_query
+
+
+def test_team_chat_offline_as_a_group(flow: GenieFlow) -> None:
+    session_id = flow.create_new_session("team_chat").session_id
+    chat = flow.send_message("team_chat", session_id, "shall we go to Vienna", sender="alice")
+    asked = flow.send_message("team_chat", session_id, "Genie, what is there to see?", sender="bob")
+    ignored = flow.execution("team_chat", session_id, chat.seq, wait=60)
+    answered = flow.execution("team_chat", session_id, asked.seq, wait=60)
+    assert [item["event"] for item in ignored.items] == ["decision"]
+    assert ignored.message.status == "ignored" and ignored.message.reason == "the team is talking among themselves"
+    assert answered.message.status == "answered"
+    assert answered.items[0]["data"]["decision"] == "delegate" and answered.items[-1]["event"] == "response"
+    assert answered.response is not None and answered.response.response is not None
+    assert answered.response.response.startswith("bob, you said: 'Genie, what is there to see?'")
+    assert answered.response.next_actions == ["user_input"]
+    model = flow.get_model("team_chat", session_id)
+    said = [(element.actor, element.sender) for element in model.dialogue]
+    assert said == [("assistant", None), ("user", "bob"), ("assistant", None)]  # the ignored message is not the flow's
+    assert [m.seq for m in flow.messages("team_chat", session_id)] == [1, 2]
 
 
 def test_topic_analysis_offline(flow: GenieFlow) -> None:

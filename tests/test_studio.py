@@ -23,7 +23,7 @@ import graphs
 from tests.services import free_port, offline_env, terminate
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = ("q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis", "ordering")
+EXAMPLES = ("q_and_a", "q_and_a_cond", "q_and_a_capture", "topic_analysis", "ordering", "team_chat")
 
 
 @pytest.fixture(scope="module")
