@@ -160,7 +160,7 @@ def create_app(
             return  # no API keys: sessions belong to nobody (an unknown one answers 404 where it is used)
         owner = await flow.asession_owner(model_key, session_id)
         if owner != caller.name and caller.name not in await flow.amembers(model_key, session_id):
-            raise UnknownSession(model_key, session_id)  # another caller's session is none of yours
+            raise UnknownSession(model_key, session_id)  # another caller's session is none of yours (members' aside)
 
     def check_size(event_input: str) -> None:
         size = len(event_input.encode())

@@ -26,7 +26,7 @@ from ._stream import SSE_MEDIA_TYPE
 _MODEL_KEY = Path(description="a registered model key", examples=["team_chat"])
 _SESSION_ID = Path(description="the session id `start_session` answered")
 _SEQ = Path(ge=1, description="the message's number in the session's log (1 is the first)")
-_NAME = Field(min_length=1, max_length=320)
+_NAME = Field(min_length=1, max_length=320, pattern=r"\S")
 
 
 class GroupStartBody(BaseModel):
@@ -82,7 +82,7 @@ class MessageLog(BaseModel):
     """A group session's members and messages, in the order received."""
 
     session_id: str
-    members: list[str] = Field(description="named members and everyone who wrote")
+    members: list[str] = Field(description="the named members (none: anyone with the session may write)")
     messages: list[GroupMessage]
 
 
@@ -127,7 +127,8 @@ def group_router(
         response_model=AIResponse,
         summary="Start a group session",
         description="Like `start_session`, and it may name the session's `members`: then only they (and, with API "
-        "keys, the caller who started it) may write to it. Without members anyone who has the session id may.",
+        "keys, the caller who started it) may write to it. Without members, anyone who has the session id may "
+        "write when the server has no API keys; with API keys, only its owner until members are named.",
         responses=responses(401, 404, 503),
     )
     async def start_group_session(
@@ -157,7 +158,8 @@ def group_router(
     ) -> MessageLog:
         flow.flow_of(model_key)
         await check_owner(model_key, session_id, caller)
-        await flow.aadd_members(model_key, session_id, body.members)
+        owner = await flow.asession_owner(model_key, session_id)  # with API keys the owner stays a writer
+        await flow.aadd_members(model_key, session_id, [*body.members, *([owner] if owner else [])])
         return await message_log(model_key, session_id, caller)
 
     @router.post(
@@ -173,8 +175,9 @@ def group_router(
         responses={
             **responses(401, 404, 413, 422, 503),
             403: {
-                "description": "the sender is not a member (`not_a_member`), or the body names another sender "
-                "than the caller (`sender_mismatch`); nothing was logged"
+                "description": "without API keys: the body's sender is not a named member (`not_a_member`); with "
+                "API keys: the body names another sender than the caller (`sender_mismatch`). Nothing was logged. "
+                "With API keys, a caller who is neither the session's owner nor a member gets 404."
             },
             202: {"content": {"application/json": {}, SSE_MEDIA_TYPE: {}}},
         },
@@ -188,6 +191,7 @@ def group_router(
     ) -> Any:
         flow.flow_of(model_key)
         check_size(body.content)
+        await check_owner(model_key, session_id, caller)  # with API keys: the owner and named members only
         if caller.name is not None and body.sender not in (None, caller.name):
             raise ApiError(
                 403,
@@ -202,9 +206,12 @@ def group_router(
             message = await flow.asend_message(model_key, session_id, body.content, sender, body.event)
         except ValueError as exc:
             raise ApiError(422, "invalid_message", str(exc)) from None
-        if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
-            return await stream_response(model_key, session_id, message.seq, 0)
         execution, stream = links(model_key, session_id, message.seq)
+        if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
+            answer = await stream_response(model_key, session_id, message.seq, 0)
+            answer.status_code = 202  # accepted, as documented; Location says where to resume the stream
+            answer.headers["Location"] = execution
+            return answer
         accepted = MessageAccepted(message=message, execution=execution, stream=stream)
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers={"Location": execution})
 

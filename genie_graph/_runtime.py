@@ -1621,11 +1621,14 @@ class GenieFlow:
 
     async def _members(self, model_key: str, session_id: str) -> set[str]:
         await self._record(model_key, session_id)
-        store = await self._open_store()
-        return await store.members(session_id) | {m.sender for m in await self._group.messages(session_id)}
+        return await (await self._open_store()).members(session_id)
 
     def members(self, model_key: str, session_id: str) -> set[str]:
-        """A group session's members: those named with :meth:`add_members`, and every sender who wrote."""
+        """A group session's members, as named with :meth:`add_members` (none: anyone may write to it).
+
+        Deciding an approval request whose ``approvers`` is ``member`` is also open to everyone who
+        wrote to the session.
+        """
         return self._sync(self._members(model_key, session_id))
 
     async def amembers(self, model_key: str, session_id: str) -> set[str]:
