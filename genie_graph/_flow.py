@@ -760,6 +760,19 @@ def compile_flow(
     return flow
 
 
+def _invoker_template(name: str, runner: CompositeRunner, attribute: str, template: str, answers: str) -> str:
+    """``template`` checked as a machine attribute naming an invoker template that ``answers``."""
+    runner.check(template, name, attribute)
+    if not runner.invokes(template):
+        raise FlowDefinitionError(
+            name,
+            f"{attribute} {template!r} declares no invoker",
+            [attribute],
+            fix=f"Put a meta.yaml with an invoker in its directory; it answers {answers}",
+        )
+    return template
+
+
 def _group_reasoner(
     name: str, machine_class: type[GenieStateMachine], runner: CompositeRunner
 ) -> str | Callable[..., Any] | None:
@@ -772,15 +785,7 @@ def _group_reasoner(
             f"group_reasoner must be an invoker template name or a function, got {reasoner!r}",
             ["group_reasoner"],
         )
-    runner.check(reasoner, name, "group_reasoner")
-    if not runner.invokes(reasoner):
-        raise FlowDefinitionError(
-            name,
-            f"group_reasoner {reasoner!r} declares no invoker",
-            ["group_reasoner"],
-            fix="Put a meta.yaml with an invoker in its directory; it answers IGNORE or DELEGATE for {{ message }}",
-        )
-    return reasoner
+    return _invoker_template(name, runner, "group_reasoner", reasoner, "IGNORE or DELEGATE for {{ message }}")
 
 
 def _intent_classifier(name: str, machine_class: type[GenieStateMachine], runner: CompositeRunner) -> str | None:
@@ -791,12 +796,4 @@ def _intent_classifier(name: str, machine_class: type[GenieStateMachine], runner
         raise FlowDefinitionError(
             name, f"intent_classifier must be a template name, got {template!r}", ["intent_classifier"]
         )
-    runner.check(template, name, "intent_classifier")
-    if not runner.invokes(template):
-        raise FlowDefinitionError(
-            name,
-            f"intent_classifier {template!r} declares no invoker",
-            ["intent_classifier"],
-            fix="Put a meta.yaml with an invoker in its directory; it answers the intent label for {{ user_input }}",
-        )
-    return template
+    return _invoker_template(name, runner, "intent_classifier", template, "the intent label for {{ user_input }}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from genie_graph import GenieFlow, GenieModel, GenieStateMachine, State
-from genie_graph.errors import InvokerConfigError
+from genie_graph.errors import FlowDefinitionError, InvokerConfigError, TemplateError
 
 from .helpers import RENDERER_META, write_tree
 
@@ -59,3 +59,34 @@ def test_wrong_invoker_config_fails_at_registration_naming_the_place(
     with pytest.raises(InvokerConfigError, match=expected) as caught:
         _register(tmp_path, llm_meta)
     assert "llm" in str(caught.value) or "meta.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("reasoner", "expected"),
+    [
+        (42, r"group_reasoner must be an invoker template name or a function, got 42"),
+        ("c/ask.jinja2", r"group_reasoner 'c/ask.jinja2' declares no invoker.*IGNORE or DELEGATE"),
+        ("c/llm/nope.jinja2", r"nope.jinja2"),
+    ],
+    ids=["not_a_template_or_function", "template_without_invoker", "missing_template"],
+)
+def test_a_wrong_group_reasoner_fails_at_registration(tmp_path: Path, reasoner: object, expected: str) -> None:
+    machine = type("ReasonedMachine", (CfgMachine,), {"group_reasoner": reasoner})
+
+    class ReasonedModel(GenieModel):
+        @classmethod
+        def get_state_machine_class(cls) -> type[GenieStateMachine]:
+            return machine
+
+    root = write_tree(
+        tmp_path,
+        {
+            "c/meta.yaml": RENDERER_META,
+            "c/ask.jinja2": "Ask.",
+            "c/reply.jinja2": "{{ actor_input }}",
+            "c/llm/meta.yaml": "invoker:\n  type: echo\n",
+            "c/llm/think.jinja2": "{{ actor_input }}",
+        },
+    )
+    with pytest.raises((FlowDefinitionError, TemplateError), match=expected):
+        GenieFlow(root, store="memory://").register_model("c", ReasonedModel)
