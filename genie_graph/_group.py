@@ -27,6 +27,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -169,10 +170,10 @@ def parse_decision(answer: Any) -> tuple[Decision, str | None]:
         if text.startswith("{"):
             with contextlib.suppress(ValueError):
                 return parse_decision(json.loads(text))
-        word, _, rest = text.partition(" ")
+        word, *rest = text.split(maxsplit=1) or [""]  # the first word ends at any white space: "IGNORE\nwhy"
         word = word.strip(".:,!").lower()
         if word in (Decision.IGNORE, Decision.DELEGATE):
-            return Decision(word), rest.strip(" .:-\n") or None
+            return Decision(word), "".join(rest).strip(" .:-\n") or None
     raise ValueError(
         f"a group reasoner answers IGNORE or DELEGATE (text whose first word is one of them, a Decision, "
         f"a bool, or {{'decision': ..., 'reason': ...}}), got {answer!r}"
@@ -212,12 +213,20 @@ _LOG_FOR_REASONER = 50
 """How many of the latest messages the reasoner's template sees as ``messages``."""
 
 
+@dataclass
+class _LocalLease:
+    """A lease's lock in this process, and how many tasks hold it or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class GroupProcessor:
     """Runs the executions of a :class:`~genie_graph.GenieFlow`'s group messages (on its loop)."""
 
     def __init__(self, runtime: GenieFlow) -> None:
         self._runtime = runtime
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, str], _LocalLease] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
 
@@ -257,12 +266,14 @@ class GroupProcessor:
     async def _lease(self, store: Store, session_id: str, holder: str) -> AsyncIterator[None]:
         """Hold ``holder``'s right in the session: in this process, and (a shared store) in every process."""
         key = (session_id, holder)
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        local = self._locks.setdefault(key, _LocalLease())
+        local.users += 1  # counted, not asked of the lock: a released lock is unlocked before its next holder runs
         try:
-            async with lock, store.group_lease(session_id, holder, _LEASE_SECONDS):
+            async with local.lock, store.group_lease(session_id, holder, _LEASE_SECONDS):
                 yield
         finally:
-            if not lock.locked() and self._locks.get(key) is lock:
+            local.users -= 1
+            if not local.users:
                 del self._locks[key]
 
     async def _drain(self, model_key: str, session_id: str, sender: str) -> None:
@@ -346,8 +357,23 @@ class GroupProcessor:
         # The flow takes one event at a time: one message at a time is delivered and followed to its
         # answer, so a run's items and answer are never another message's.
         async with self._lease(store, session_id, "flow"), store.subscribe(session_id) as feed:
+            if not fresh:  # taken up again: another sender's drain may have followed it to its end meanwhile
+                body = await store.load_message(session_id, message.seq)
+                message = message if body is None else GroupMessage.model_validate(body)
+                if message.status.finished:
+                    return
+            delivered = await self._delivered(model_key, session_id)
+            # A run delivered for another message that nobody follows (its process went away, e.g. while
+            # a tool call waited for approval) is that message's: follow it to its end before delivering.
+            for orphan in await self._orphans(session_id, message, delivered):
+                poll = AIResponse(session_id=session_id, next_actions=[POLL])
+                await self._follow_run(model_key, session_id, orphan, feed, poll)
+                if not orphan.status.finished:
+                    return  # closing: taken up again by the next process
+                while not feed.empty():  # what is left of that run is not this message's
+                    feed.get_nowait()
             answer: AIResponse | None
-            if not fresh and await self._delivered(model_key, session_id, message):  # its process went away
+            if not fresh and message.seq in delivered:  # its process went away after delivering it
                 answer = AIResponse(session_id=session_id, next_actions=[POLL])
             else:
                 answer = await self._deliver(model_key, session_id, message)
@@ -408,13 +434,26 @@ class GroupProcessor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_SECONDS)
 
-    async def _delivered(self, model_key: str, session_id: str, message: GroupMessage) -> bool:
-        """Whether the flow took the message already: its event in the session's history names it."""
+    async def _delivered(self, model_key: str, session_id: str) -> set[int]:
+        """The messages the flow took already: their events in the session's history name them."""
         model = await self._runtime._get_model(model_key, session_id)
-        return any(
-            entry.kind == "event" and (entry.detail or {}).get("message") == message.seq
-            for entry in reversed(model.history)
-        )
+        return {
+            number
+            for entry in model.history
+            if entry.kind == "event" and isinstance(number := (entry.detail or {}).get("message"), int)
+        }
+
+    async def _orphans(self, session_id: str, message: GroupMessage, delivered: set[int]) -> list[GroupMessage]:
+        """Other messages delivered to the flow and unfinished, while ``message`` holds the flow's lease.
+
+        Whoever delivers a message follows its run to the end under that lease: such a message's
+        process went away (or closed) before its run ended.
+        """
+        return [
+            other
+            for other in await self.messages(session_id)
+            if other.seq != message.seq and other.seq in delivered and not other.status.finished
+        ]
 
     async def _items(self, session_id: str, message: GroupMessage) -> list[ExecutionItem]:
         store = await self._runtime._open_store()

@@ -85,6 +85,7 @@ _MODEL_KEY = "genie_model_key"
 _INTERRUPT = "__interrupt__"  # where LangGraph streams interrupts (its own constant is private)
 _EVENT_LOCK_WAIT_SECONDS = 10.0
 _FOLLOW_CHECK_SECONDS = 1.0
+_FOLLOW_AFTER_DONE_SECONDS = 0.01
 _FOLLOW_KEEPALIVE_SECONDS = 15.0
 """A followed run quiet for this long gets its progress repeated, so proxies keep the stream open."""
 """A followed run that publishes nothing for this long is checked in the store (a missed ``done``)."""
@@ -172,6 +173,7 @@ class _FollowState:
     queue: asyncio.Queue[FeedItem]
     answer: AIResponse
     finished: bool = False
+    done_seen: bool = False
     quiet_since: float = field(default_factory=time.monotonic)
 
 
@@ -1510,11 +1512,18 @@ class GenieFlow:
             flow = self._flow_for(state.model_key, model)
             return {"event": "response", "data": state.answer.model_dump(mode="json"), "state": flow.node_of(model)}
         while True:
+            # Once the run said it is done, its lease may still be held a moment (another process
+            # releases it after publishing): look again soon rather than after a quiet second.
+            soon = state.done_seen and time.monotonic() - state.quiet_since < _FOLLOW_CHECK_SECONDS
+            wait = _FOLLOW_AFTER_DONE_SECONDS if soon else _FOLLOW_CHECK_SECONDS
             try:
-                item = await asyncio.wait_for(state.queue.get(), timeout=_FOLLOW_CHECK_SECONDS)
+                item = await asyncio.wait_for(state.queue.get(), timeout=wait)
             except TimeoutError:
                 item = None  # no word for a while: ask the store whether the run is over
-            if item is not None and item["event"] != "done":
+            if item is not None and item["event"] == "done":
+                state.done_seen = True
+                state.quiet_since = time.monotonic()
+            elif item is not None:
                 state.quiet_since = time.monotonic()
                 return item
             progress = await self._progress_elsewhere(state.session_id)
@@ -1525,6 +1534,7 @@ class GenieFlow:
                 continue
             final = await self._poll(state.model_key, state.session_id)
             if final.next_actions == [POLL]:  # a resumed or queued run goes on
+                state.done_seen = False
                 continue
             state.finished = True
             model = await self._get_model(state.model_key, state.session_id)
@@ -1579,7 +1589,7 @@ class GenieFlow:
             yield item
             requests = item["data"].get("approvals") or [] if item["event"] == "response" else []
             if any(request.get("status") == "pending" for request in requests):
-                state.finished = False  # a decision resumes the run: follow it
+                state.finished = state.done_seen = False  # a decision resumes the run: follow it
                 state.answer = AIResponse(session_id=session_id, next_actions=[POLL])
 
     async def _receive(self, model_key: str, session_id: str, content: str, sender: str, event: str) -> GroupMessage:
