@@ -86,8 +86,9 @@ class MessageLog(BaseModel):
     messages: list[GroupMessage]
 
 
-def _frame(index: int, item: dict[str, Any]) -> bytes:
-    return f"id: {index}\nevent: {item['event']}\ndata: {json.dumps(item['data'])}\n\n".encode()
+def _frame(index: int | None, item: dict[str, Any]) -> bytes:
+    identity = "" if index is None else f"id: {index}\n"
+    return f"{identity}event: {item['event']}\ndata: {json.dumps(item['data'])}\n\n".encode()
 
 
 async def _frames(flow: GenieFlow, model_key: str, session_id: str, seq: int, start: int) -> AsyncIterator[bytes]:
@@ -95,6 +96,9 @@ async def _frames(flow: GenieFlow, model_key: str, session_id: str, seq: int, st
     index = start
     try:
         async for item in items:
+            if item["event"] == "token":  # passed on live, not recorded: no id to resume from
+                yield _frame(None, item)
+                continue
             yield _frame(index, item)
             index += 1
     finally:
@@ -259,7 +263,8 @@ def group_router(
         summary="Follow a message's execution as server-sent events",
         description="One frame per item (`event:` its kind, `data:` its JSON, `id:` its index), those already "
         "there first; the stream ends when the execution finishes. Reconnect with `Last-Event-ID` to go on "
-        "after the last frame seen.",
+        "after the last frame seen. While the message's run goes on, `token` frames (LLM text as it arrives, "
+        "no `id`: they are not recorded) come between them.",
         response_class=StreamingResponse,
         responses={**responses(401, 404, 503), 200: {"content": {SSE_MEDIA_TYPE: {}}}},
     )

@@ -321,17 +321,35 @@ class GroupProcessor:
     async def follow(
         self, model_key: str, session_id: str, seq: int, start: int = 0
     ) -> AsyncGenerator[ExecutionItem, None]:
-        """Message ``seq``'s items from ``start`` on, as they come, until its execution finishes."""
-        delay = _RETRY_FIRST_SECONDS
-        while True:
-            execution = await self.execution(model_key, session_id, seq, start)  # (items read after the status)
-            for item in execution.items:
-                yield item
-            if execution.finished:
-                return
-            start += len(execution.items)
-            delay = _RETRY_FIRST_SECONDS if execution.items else min(delay * 2, _FOLLOW_MAX_SECONDS)
-            await asyncio.sleep(delay)
+        """Message ``seq``'s items from ``start`` on, as they come, until its execution finishes.
+
+        ``token`` items (LLM text as it arrives) of the message's run are passed on live, between
+        the recorded items; they are not recorded, so a late reader does not see them.
+        """
+        store = await self._runtime._open_store()
+        async with store.subscribe(session_id) as feed:
+            delay = _RETRY_FIRST_SECONDS
+            while True:
+                execution = await self.execution(model_key, session_id, seq, start)  # (items read after the status)
+                for item in execution.items:
+                    yield item
+                if execution.finished:
+                    return
+                start += len(execution.items)
+                # The flow takes one delivered message at a time: while this one is, its tokens are its run's.
+                ours = execution.message.status is MessageStatus.DELEGATED
+                tokens = 0
+                while not feed.empty():
+                    item = feed.get_nowait()
+                    if ours and item["event"] == "token":
+                        tokens += 1
+                        yield item
+                busy = execution.items or tokens
+                delay = _RETRY_FIRST_SECONDS if busy else min(delay * 2, _FOLLOW_MAX_SECONDS)
+                with contextlib.suppress(TimeoutError):  # a token wakes the reader at once
+                    item = await asyncio.wait_for(feed.get(), timeout=delay)
+                    if ours and item["event"] == "token":
+                        yield item
 
     # ---- one message ---------------------------------------------------------------------
     async def _save(self, session_id: str, message: GroupMessage) -> None:

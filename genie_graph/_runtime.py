@@ -1717,7 +1717,9 @@ class GenieFlow:
         and ``progress`` items of its run, an ``approval`` per tool call that waits for a person
         (decide it with :meth:`decide_approval`), and last a ``response`` (the ``AIResponse``, plus
         ``state``) or an ``error`` (``error``: ``event_not_allowed``, ... , ``message``). Items
-        already there are yielded at once, so a reader may come late or come back.
+        already there are yielded at once, so a reader may come late or come back. While the run
+        goes on, its ``token`` items (``state``, ``text``: LLM text as it arrives) are passed on
+        live between them; they are not recorded, so a late reader does not get them.
 
         Raises:
             UnknownModelKey, UnknownSession, UnknownMessage (from the first ``__anext__``).

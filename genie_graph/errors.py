@@ -191,7 +191,8 @@ class EventNotAllowed(GenieGraphError):
         self.reason = reason or (
             f"event {received!r} is not allowed in state {state!r}; allowed: {', '.join(self.allowed) or '(none)'}"
         )
-        super().__init__(f"{self.reason}. Send one of the allowed events.")
+        advice = "Send one of the allowed events." if self.allowed else "The session takes no event now."
+        super().__init__(f"{self.reason}. {advice}")
 
     def to_json(self) -> str:
         """The body Genie Flow puts in ``AIResponse.error`` for a refused event."""

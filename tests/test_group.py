@@ -727,3 +727,27 @@ def test_two_processes_on_one_redis_process_each_message_once_in_each_senders_or
         assert [n for n in model.notes if n.startswith(f"{sender}:")] == [f"{sender}:m{i}" for i in range(per_sender)]
     events = [(e.detail or {}).get("message") for e in model.history if e.kind == HistoryKind.EVENT]
     assert sorted(events) == list(range(1, total + 1))  # each message was delivered exactly once
+
+
+def test_a_followed_execution_passes_on_the_llms_tokens_live(
+    tmp_path: Path, openai_server_url: str, calls_file: Path
+) -> None:
+    """Tokens of the message's own run reach a live reader between the recorded items; they are not recorded."""
+    reset_requests(openai_server_url)
+    with _shop(_shop_root(tmp_path, openai_server_url), "memory://") as flow:
+        session_id = _session(flow, SHOP)
+
+        async def follow() -> list[dict[str, Any]]:
+            sent = await flow.asend_message(SHOP, session_id, "__DRIP__ tell me slowly", sender="alice")
+            return [item async for item in flow.astream_execution(SHOP, session_id, sent.seq)]
+
+        items = asyncio.run(follow())
+        recorded = flow.execution(SHOP, session_id, 1)
+    kinds = [item["event"] for item in items]
+    assert kinds[0] == "decision" and kinds[-1] == "response" and "token" in kinds
+    tokens = [item["data"] for item in items if item["event"] == "token"]
+    assert {token["state"] for token in tokens} == {"think"}
+    assert recorded.response is not None
+    assert "".join(token["text"] for token in tokens) == recorded.response.response
+    assert [item for item in items if item["event"] != "token"] == recorded.items  # the recorded ones, in order
+    assert "token" not in _kinds(recorded)

@@ -731,10 +731,10 @@ def test_cli_runs_the_scripts_beside_the_flow_with_coverage(tmp_path: Path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert "PASS  graphs/q_and_a_cond.genie.yaml::the user types *STOP* (3 turn(s))" in lines
-    assert sum(line.startswith("PASS  graphs/") for line in lines) == 12
-    assert "12 script(s): 12 passed" in lines
+    assert sum(line.startswith("PASS  graphs/") for line in lines) == 13
+    assert "13 script(s): 13 passed" in lines
     # the ordering example's sub-flows and interruptions count too, their states named by node
-    assert "Transition coverage: 100.0% (35/35 transitions, 10/10 condition outcomes; 12 script(s))" in lines
+    assert "Transition coverage: 100.0% (37/37 transitions, 10/10 condition outcomes; 13 script(s))" in lines
     assert "NEVER" not in result.stdout
     assert not (tmp_path / "data").exists()  # the scripts ran on an in-memory store
 
@@ -767,8 +767,8 @@ def test_cli_fails_with_the_diff_and_under_the_coverage_threshold(tmp_path: Path
     assert f"FAIL  {_shown(script)}::fails\n      {_shown(script)}:5: script 'fails', turn 1 of 1 (line 7)" in out
     assert '        response: expected "great", got "fine"' in out
     assert "3 script(s): 1 passed, 1 failed, 1 error(s)" in out
-    # 2 of q_and_a's 3 transitions ran; the examples have 35 transitions and 10 condition outcomes
-    assert "transition coverage 4.4% is under --fail-under 50%" in out
+    # 2 of q_and_a's 3 transitions ran; the examples have 37 transitions and 10 condition outcomes
+    assert "transition coverage 4.3% is under --fail-under 50%" in out
 
     selected = _cli("test", str(script), "-k", "PASSES", tmp_path=tmp_path)
     assert selected.returncode == 0, selected.stdout + selected.stderr
