@@ -1217,7 +1217,8 @@ class GenieFlow:
                 else contextlib.nullcontext()
             )
             async with shared_lock:
-                return await self._send_locked(flow, model_key, event, store, sender, message)
+                with store.reusing_reads(session_id):  # the event's decision and its run: one checkpoint read
+                    return await self._send_locked(flow, model_key, event, store, sender, message)
 
     async def _send_locked(
         self,

@@ -15,7 +15,7 @@ import json
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,8 @@ from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlparse
 
 import aiosqlite
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -133,6 +134,53 @@ class Store(ABC):
         self.saver = saver
         self._feeds: dict[str, set[asyncio.Queue[FeedItem]]] = {}
         self._starts: dict[str, tuple[str, int]] = {}
+        self._reusing: set[str] = set()
+        self._kept: dict[str, CheckpointTuple] = {}
+        self._read_checkpoint = saver.aget_tuple
+        # Instance attributes: the saver's own methods, wrapped (LangGraph calls them on the saver).
+        saver.aget_tuple = self._aget_tuple  # type: ignore[method-assign]
+        for name in ("aput", "aput_writes", "adelete_thread"):
+            setattr(saver, name, self._forgetting(getattr(saver, name)))
+
+    # ---- one checkpoint read per event ------------------------------------------------------
+    @contextlib.contextmanager
+    def reusing_reads(self, thread_id: str) -> Iterator[None]:
+        """Within the context, the next two reads of the thread's latest checkpoint read the store once.
+
+        An event reads the session's checkpoint to decide, then its run reads it again: both are
+        the same while the session's lock is held and nothing was written, so the second read
+        takes the first one's answer. Only the first read is kept, and only for the next one; any
+        write to the thread, and leaving the context, drop it.
+        """
+        self._reusing.add(thread_id)
+        try:
+            yield
+        finally:
+            self._reusing.discard(thread_id)
+            self._kept.pop(thread_id, None)
+
+    async def _aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        configurable = config.get("configurable") or {}
+        thread_id = configurable.get("thread_id")
+        latest = not configurable.get("checkpoint_ns") and not configurable.get("checkpoint_id")
+        if not latest:
+            return await self._read_checkpoint(config)
+        kept = self._kept.pop(thread_id, None)
+        if kept is not None:
+            return kept
+        found = await self._read_checkpoint(config)
+        if found is not None and thread_id in self._reusing:
+            self._reusing.discard(thread_id)  # kept once: a later read (a poll's, racing a write) keeps nothing
+            self._kept[thread_id] = found
+        return found
+
+    def _forgetting(self, write: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def written(config: RunnableConfig, *args: Any, **kwargs: Any) -> Any:
+            thread_id = config if isinstance(config, str) else (config.get("configurable") or {}).get("thread_id")
+            self._kept.pop(str(thread_id), None)
+            return await write(config, *args, **kwargs)
+
+        return written
 
     # ---- the session feed: what runs do, as it happens, for streaming clients -----------
     async def publish(self, session_id: str, items: list[FeedItem]) -> None:
