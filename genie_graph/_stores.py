@@ -161,7 +161,7 @@ class Store(ABC):
 
     async def _aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config.get("configurable") or {}
-        thread_id = configurable.get("thread_id")
+        thread_id = str(configurable.get("thread_id"))
         latest = not configurable.get("checkpoint_ns") and not configurable.get("checkpoint_id")
         if not latest:
             return await self._read_checkpoint(config)
