@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 
@@ -71,14 +72,17 @@ def test_sessions_expire_after_the_idle_time_and_events_renew_it(redis_url: str)
 
 
 def test_user_sessions_are_listed_per_model_key(store_url: str) -> None:
+    # A user of this test only: other test modules start sessions for Ada on the same Redis.
+    tag = uuid.uuid4().hex[:8]
+    user = {**USER, "email": f"Ada.{tag}@Example.org"}
     with graphs.create_flow(store_url) as flow:
-        mine = [flow.create_new_session("q_and_a", user_info=USER).session_id for _ in range(2)]
-        other_key = flow.create_new_session("q_and_a_cond", user_info=USER).session_id
+        mine = [flow.create_new_session("q_and_a", user_info=user).session_id for _ in range(2)]
+        other_key = flow.create_new_session("q_and_a_cond", user_info=user).session_id
         someone_else = flow.create_new_session("q_and_a", user_info={**USER, "email": "bob@example.org"}).session_id
         anonymous = flow.create_new_session("q_and_a").session_id
-        found = flow.user_sessions("q_and_a", {**USER, "email": "ada@example.ORG"})
+        found = flow.user_sessions("q_and_a", {**user, "email": f"ada.{tag}@example.ORG"})
         assert sorted(found) == sorted(mine)
-        assert flow.user_sessions("q_and_a_cond", USER) == [other_key]
+        assert flow.user_sessions("q_and_a_cond", user) == [other_key]
         assert {*mine, someone_else, anonymous} <= set(flow.user_sessions("q_and_a"))
 
 
