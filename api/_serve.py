@@ -6,7 +6,7 @@ import os
 
 from fastapi import FastAPI
 
-from genie_graph._cli import DEFAULT_FLOW, FLOW_ENV, STORE_ENV, load_flow
+from genie_graph._cli import DEFAULT_FLOW, FLOW_ENV, STORE_ENV, freeze_loaded_objects, load_flow
 
 from ._app import create_app, settings_from_env
 
@@ -16,4 +16,6 @@ def app_from_env() -> FastAPI:
     flow = load_flow(
         os.environ.get(FLOW_ENV) or DEFAULT_FLOW, os.environ.get(STORE_ENV), os.environ.get("GENIE_GRAPH_RUNNER")
     )
-    return create_app(flow, close_flow=True, **settings_from_env())
+    app = create_app(flow, close_flow=True, **settings_from_env())
+    freeze_loaded_objects()
+    return app

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from ._invokers._base import run_blocking
 from ._preferences import PreferencesSource
 from ._templates import TemplateLibrary
 from ._usage import PriceTable, calling_template
-from .errors import FlowDefinitionError, InvokerConfigError, InvokerError
+from .errors import FlowDefinitionError, InvokerConfigError, InvokerError, TemplateError
 
 
 class ProgressSink(Protocol):
@@ -52,6 +52,13 @@ class _NoProgress:
 
 
 NO_PROGRESS: ProgressSink = _NoProgress()
+
+
+class RenderData(Protocol):
+    """Builds fresh render data of the session's model: only the entries ``names`` (what a template
+    reads), or all of them for None."""
+
+    def __call__(self, names: Collection[str] | None = None, /) -> dict[str, Any]: ...
 
 
 class InvokeOverride(Protocol):
@@ -175,7 +182,7 @@ class CompositeRunner:
     async def run(
         self,
         template: CompositeTemplate,
-        render_data: Callable[[], dict[str, Any]],
+        render_data: RenderData,
         progress: ProgressSink = NO_PROGRESS,
         drag_net: Mapping[str, Any] | None = None,
     ) -> str:
@@ -214,7 +221,7 @@ class CompositeRunner:
     async def _run_chain(
         self,
         steps: list[CompositeTemplate],
-        render_data: Callable[[], dict[str, Any]],
+        render_data: RenderData,
         progress: ProgressSink,
         drag_net: Mapping[str, Any] | None,
     ) -> str:
@@ -235,11 +242,11 @@ class CompositeRunner:
     async def _run_map(
         self,
         template: MapTaskTemplate,
-        render_data: Callable[[], dict[str, Any]],
+        render_data: RenderData,
         progress: ProgressSink,
         drag_net: Mapping[str, Any] | None,
     ) -> str:
-        data = {**render_data(), **(drag_net or {})}
+        data = {**render_data(None), **(drag_net or {})}
         values = jmespath.search(template.list_attribute, data)
         if values is None:
             values = []
@@ -259,10 +266,10 @@ class CompositeRunner:
     async def _run_callable(
         self,
         step: Callable[..., Any],
-        render_data: Callable[[], dict[str, Any]],
+        render_data: RenderData,
         drag_net: Mapping[str, Any] | None,
     ) -> str:
-        data = {**render_data(), **(drag_net or {})}
+        data = {**render_data(None), **(drag_net or {})}
         if inspect.iscoroutinefunction(step):
             return _as_text(await step(data))
         result = await run_blocking(step, data)
@@ -273,11 +280,19 @@ class CompositeRunner:
     async def _run_leaf(
         self,
         name: str,
-        render_data: Callable[[], dict[str, Any]],
+        render_data: RenderData,
         drag_net: Mapping[str, Any] | None,
     ) -> str:
-        data = {**render_data(), **(drag_net or {})}
-        prompt = self.library.render(name, data)
+        # Only what the template reads is built (a test's fake invoker is shown everything).
+        names = self.library.variables(name) if self.invoke_override is None else None
+        data = {**render_data(names), **(drag_net or {})}
+        try:
+            prompt = self.library.render(name, data)
+        except TemplateError:
+            if names is None:
+                raise
+            data = {**render_data(None), **(drag_net or {})}
+            prompt = self.library.render(name, data)  # the error names every variable
         config = self.library.config_of(name)
         if config.invoker is None:
             return prompt  # a renderer template inside a composite contributes its text
@@ -302,4 +317,5 @@ class CompositeRunner:
             on_error = on_error or OnError.parse(config.invoker.get("on_error"))
             if on_error is None:
                 raise InvokerError(f"template {name!r}: {exc}") from exc
-            return apply_on_error(on_error, self.library, data, exc)
+            full = data if names is None else {**render_data(None), **(drag_net or {})}  # its template reads others
+            return apply_on_error(on_error, self.library, full, exc)

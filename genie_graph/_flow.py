@@ -12,7 +12,7 @@ import asyncio
 import difflib
 import inspect
 import re
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,7 +43,10 @@ from ._subflows import (
 )
 from ._tools import ApprovalStatus, asked_by, pending_approval
 from ._usage import Budget, CallUsage
-from .errors import BudgetExceeded, EventNotAllowed, FlowDefinitionError
+from .errors import BudgetExceeded, EventNotAllowed, FlowDefinitionError, TemplateError
+
+_BASE_RENDER_DATA = inspect.getattr_static(GenieModel, "render_data")
+"""GenieModel's own ``render_data``: a model class that overrides it gets its full render data."""
 
 T = TypeVar("T")
 
@@ -357,9 +360,14 @@ class CompiledFlow:
         return list(self.events_out[state_id])
 
     # ---- rendering ----------------------------------------------------------------------
-    def render_data(self, model: GenieModel) -> dict[str, Any]:
-        """What every template sees: the model's render data, adjusted by the compat flags."""
-        data: dict[str, Any] = model.render_data
+    def render_data(self, model: GenieModel, names: Collection[str] | None = None) -> dict[str, Any]:
+        """What every template sees: the model's render data, adjusted by the compat flags.
+
+        ``names`` (what a template reads, see ``TemplateLibrary.variables``) limits it to those
+        entries, unless the model's class builds its own ``render_data``.
+        """
+        own = inspect.getattr_static(type(model), "render_data") is not _BASE_RENDER_DATA
+        data: dict[str, Any] = model.render_data if names is None or own else model._render_data(names)
         if self.compat.state_id_is_value:
             data["state_id"] = model.state
         sender, preferences = current_preferences.get() or (asked_by(model), {})
@@ -372,7 +380,14 @@ class CompiledFlow:
         template = self.templates[state_id]
         if not isinstance(template, str):
             raise FlowDefinitionError(self.name, "only a template name can be rendered for a user", [state_id])
-        return self.runner.library.render(template, self.render_data(model))
+        library = self.runner.library
+        names = library.variables(template)
+        try:
+            return library.render(template, self.render_data(model, names))
+        except TemplateError:
+            if names is None:
+                raise
+            return library.render(template, self.render_data(model))  # the error names every variable
 
     # ---- transitions --------------------------------------------------------------------
     def machine(self, model: GenieModel) -> GenieStateMachine:

@@ -26,7 +26,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -187,8 +187,8 @@ async def decide(flow: CompiledFlow, message: GroupMessage, model: GenieModel, l
         return Decision.DELEGATE, None
     if isinstance(reasoner, str):
 
-        def render_data() -> dict[str, Any]:
-            data = flow.render_data(model)
+        def render_data(names: Collection[str] | None = None) -> dict[str, Any]:
+            data = flow.render_data(model, names)
             data.update(
                 message=message.content,
                 user_input=message.content,

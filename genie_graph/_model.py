@@ -19,7 +19,7 @@ import importlib
 import json
 import typing
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -738,20 +738,38 @@ class GenieModel(VersionedModel):
         Returns:
             A fresh dict.
         """
+        return self._render_data(None)
+
+    def _render_data(self, names: Collection[str] | None) -> dict[str, Any]:
+        """:attr:`render_data`, or only its entries named in ``names`` (None: all of them)."""
+
+        def wanted(key: str) -> bool:
+            return names is None or key in names
+
         # The history is left out: templates see what they need of it as last_user_message and the like,
         # and dumping up to history_limit entries for every render would cost every turn.
-        data = self.model_dump(serialize_as_any=True, exclude={"secondary_storage", "history", "flows", "approvals"})
-        data["secondary_storage"] = {
-            key: value.model_dump(serialize_as_any=True) for key, value in self.secondary_storage._values.items()
-        }
-        data["parsed_actor_input"] = self.parsed_actor_input
-        data["current_datetime"] = datetime.now(UTC).isoformat()
-        data["chat_history"] = self.format_dialogue(DialogueFormat.YAML)
-        data["state_value"] = self.state
-        data["state_id"], data["state_name"] = self._state_id_and_name()
-        data["last_user_message"] = self._last_text(Actor.USER)
-        data["last_bot_message"] = self._last_text(Actor.ASSISTANT)
-        data["active_flows"] = list(self._active_flows or [flow_label(type(self))])
+        fields = set(type(self).model_fields) - {"secondary_storage", "history", "flows", "approvals"}
+        data = self.model_dump(serialize_as_any=True, include=fields if names is None else fields & set(names))
+        if wanted("secondary_storage"):
+            data["secondary_storage"] = {
+                key: value.model_dump(serialize_as_any=True) for key, value in self.secondary_storage._values.items()
+            }
+        if wanted("parsed_actor_input"):
+            data["parsed_actor_input"] = self.parsed_actor_input
+        if wanted("current_datetime"):
+            data["current_datetime"] = datetime.now(UTC).isoformat()
+        if wanted("chat_history"):
+            data["chat_history"] = self.format_dialogue(DialogueFormat.YAML)
+        if wanted("state_value"):
+            data["state_value"] = self.state
+        if wanted("state_id") or wanted("state_name"):
+            data["state_id"], data["state_name"] = self._state_id_and_name()
+        if wanted("last_user_message"):
+            data["last_user_message"] = self._last_text(Actor.USER)
+        if wanted("last_bot_message"):
+            data["last_bot_message"] = self._last_text(Actor.ASSISTANT)
+        if wanted("active_flows"):
+            data["active_flows"] = list(self._active_flows or [flow_label(type(self))])
         return data
 
     def _last_text(self, actor: Actor) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import threading
@@ -31,6 +32,7 @@ from langgraph.graph import END
 from langgraph.types import Command, interrupt
 
 from . import _tracing
+from ._channels import as_json, changed_fields, validate
 from ._composite import NO_PROGRESS, ProgressSink
 from ._failures import (
     OnErrorEvent,
@@ -45,7 +47,6 @@ from ._failures import (
 from ._flow import CompiledFlow
 from ._history import HistoryEntry, HistoryKind
 from ._model import Actor, GenieModel, StateKind
-from ._packing import PACKED_FIELDS, pack, packing
 from ._preferences import current_preferences, preferences_of
 from ._subflows import call_subflow, model_at, node_name, pick_interruption, store_model
 from ._subflows import finish as finish_flow
@@ -109,25 +110,6 @@ current_report: contextvars.ContextVar[EventReport | None] = contextvars.Context
     "genie_graph_event_report", default=None
 )
 """Set by the session runtime around a resumed run, to learn at once where the event went."""
-
-
-def as_json(model: GenieModel) -> dict[str, Any]:
-    """The model's fields as JSON data: what the graph's channels hold.
-
-    Channels hold plain JSON values, so any checkpointer stores them without a class
-    allow-list, and LangGraph validates them back into the model for the next node (a fresh
-    object each time, which a node may therefore change in place).
-    """
-    data = model.model_dump(mode="json", include=set(type(model).model_fields))
-    if packing.get():
-        for name in PACKED_FIELDS:
-            data[name] = pack(data[name])
-    return data
-
-
-def changed_fields(before: Mapping[str, Any], after: GenieModel) -> dict[str, Any]:
-    """The update a node returns: the fields whose JSON differs from ``before``."""
-    return {name: value for name, value in as_json(after).items() if before.get(name) != value}
 
 
 @dataclass
@@ -418,7 +400,7 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
                         raise cut_off
                     output = apply_on_error(on_error, flow.runner.library, flow.render_data(model), cut_off)
                 else:
-                    output = await flow.runner.run(template, lambda: flow.render_data(model), progress)
+                    output = await flow.runner.run(template, functools.partial(flow.render_data, model), progress)
             except ApprovalRequired as asked:  # the run waits for a person's decision on a tool call
                 approval, output = asked.request, ""
             except OnErrorEvent as routed:
@@ -481,7 +463,7 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
         except Exception as exc:
             logger.warning("completion event %s of state %s failed: %s", event, state_id, exc)
             stuck = exc
-            model = type(model).model_validate(entered)  # as the run left it, before the failed transition
+            model = validate(type(model), entered)  # as the run left it, before the failed transition
             record_run(model)
         progress.add_done()
         if failure is None and stuck is None:
@@ -511,7 +493,7 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
     async def node(channels: dict[str, Any], config: RunnableConfig) -> Command[Any]:
         # The node reads the channels as they are and validates them once; the update it returns
         # is what differs from them (no dump of the model as it came in).
-        session = root.model_class.model_validate(channels)
+        session = validate(root.model_class, channels)
         index = len(session.flows.frames) - 1 if nested else -1
         if nested and (index < 0 or session.flows.frames[index].flow != flow.label):
             active = session.flows.frames[-1].flow if index >= 0 else root.label

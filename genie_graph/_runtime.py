@@ -33,6 +33,7 @@ from ulid import ULID
 
 from . import _tracing
 from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, EventInput
+from ._channels import remembering, validate
 from ._compiler import graph_of
 from ._composite import CompositeRunner
 from ._declaration import NamedQueueTaskTemplate
@@ -619,7 +620,7 @@ class GenieFlow:
         stored = snapshot.values.get("flow_version")
         if stored is not None and stored != registered.version:  # started on another version of the flow
             return await self._load_other_version(model_key, session_id, stored)
-        return snapshot, registered.flow.model_class.model_validate(snapshot.values)
+        return snapshot, validate(registered.flow.model_class, snapshot.values)
 
     async def _load_other_version(
         self, model_key: str, session_id: str, stored: str
@@ -823,7 +824,7 @@ class GenieFlow:
         values: dict[str, Any] | None = None
         checkpoint: dict[str, Any] | None = None
         interrupts: tuple[Interrupt, ...] = ()
-        with packing_channels(store.packs_channels):  # the run's node tasks inherit it
+        with packing_channels(store.packs_channels), remembering():  # the run's node tasks inherit both
             async for mode, chunk in stream:
                 if mode == "values":
                     values = chunk
@@ -960,15 +961,18 @@ class GenieFlow:
         config = self._config(model_key, session_id, **{RECORD_INTRO: record_intro})
         store = await self._open_store()
         await store.add_session(SessionRecord(session_id, model_key, _user_key(user), self.session_ttl_seconds, owner))
-        try:
-            with packing_channels(store.packs_channels):
-                await graph.ainvoke(
-                    model.model_dump(mode="json"), config, durability=store.durability, **self._run_options(flow)
-                )
-        except BaseException:
-            await store.delete(session_id)  # no half-made session is left behind
-            raise
-        await self._settle(session_id)
+        with remembering():
+            try:
+                with packing_channels(store.packs_channels):
+                    result = await graph.ainvoke(
+                        model.model_dump(mode="json"), config, durability=store.durability, **self._run_options(flow)
+                    )
+            except BaseException:
+                await store.delete(session_id)  # no half-made session is left behind
+                raise
+            await self._settle(session_id)
+            if isinstance(result, dict) and result.get(_INTERRUPT):  # it waits for an event: the run's values say all
+                return validate(flow.model_class, {k: v for k, v in result.items() if k != _INTERRUPT})
         snapshot, model = await self._snapshot(model_key, session_id)
         if self._interrupted_run(flow, snapshot):  # the initial state is an invoker state: hand it on
             await self._resume_cut_off_run(model_key, session_id, flow, snapshot)
@@ -1217,7 +1221,8 @@ class GenieFlow:
                 else contextlib.nullcontext()
             )
             async with shared_lock:
-                with store.reusing_reads(session_id):  # the event's decision and its run: one checkpoint read
+                # the event's decision and its run: one checkpoint read, its lists validated once
+                with store.reusing_reads(session_id), remembering():
                     return await self._send_locked(flow, model_key, event, store, sender, message)
 
     async def _send_locked(
@@ -1289,7 +1294,7 @@ class GenieFlow:
                 await store.pop_error(session_id)
             return AIResponse(session_id=session_id, error=run.error, next_actions=[])
         if run.values is not None:
-            return self._answer(flow, flow.model_class.model_validate(run.values))
+            return self._answer(flow, validate(flow.model_class, run.values))
         return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
 
     # ---- approvals of tool calls ----------------------------------------------------------

@@ -479,8 +479,8 @@ async def _classify(flow: CompiledFlow, model: GenieModel, text: str, billed: Ge
         link.interruption.intent for link in flow.interruptions if link.interruption and link.interruption.intent
     ]
 
-    def render_data() -> dict[str, Any]:
-        return {**flow.render_data(model), "user_input": text, "intents": intents}
+    def render_data(names: Collection[str] | None = None) -> dict[str, Any]:
+        return {**flow.render_data(model, names), "user_input": text, "intents": intents}
 
     started = time.perf_counter()
     with collecting_usage() as usage:

@@ -56,6 +56,7 @@ class TemplateLibrary:
         self.template_root = Path(template_root).resolve() if template_root is not None else None
         self._prefixes: dict[str, Path] = {}
         self._configs: dict[Path, DirectoryConfig] = {}
+        self._variables: dict[str, frozenset[str] | None] = {}
         self._lock = threading.Lock()
         self._env = SandboxedEnvironment(
             loader=jinja2.FunctionLoader(self._load_source),
@@ -209,6 +210,35 @@ class TemplateLibrary:
             missing = self._missing_variables(name, render_data)
             hint = f"; undefined variables: {', '.join(missing)}" if missing else ""
             raise TemplateError(name, f"{type(exc).__name__}: {exc}{hint}") from exc
+
+    def variables(self, name: str) -> frozenset[str] | None:
+        """The names template ``name`` reads from its render data (with those of the templates it
+        includes, imports or extends), or None when that cannot be known (a template named at run time).
+
+        Rendering builds only these: a session's dialogue is not dumped for a template that never
+        reads it. Templates are compiled once (no auto-reload), so the answer is kept.
+        """
+        with self._lock:
+            if name in self._variables:
+                return self._variables[name]
+        found = self._variables_of(name, set())
+        with self._lock:
+            self._variables[name] = found
+        return found
+
+    def _variables_of(self, name: str, seen: set[str]) -> frozenset[str] | None:
+        seen.add(name)
+        tree = self._env.parse(self._load_source(name)[0])
+        names = set(jinja2_meta.find_undeclared_variables(tree))
+        for referenced in jinja2_meta.find_referenced_templates(tree):
+            if referenced is None:
+                return None
+            if referenced not in seen:
+                more = self._variables_of(referenced, seen)
+                if more is None:
+                    return None
+                names |= more
+        return frozenset(names)
 
     def _missing_variables(self, name: str, render_data: Mapping[str, Any]) -> list[str]:
         source = self._load_source(name)[0]

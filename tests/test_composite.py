@@ -211,8 +211,9 @@ def test_first_step_of_a_list_sees_no_previous_result(tree: Path) -> None:
     runner = CompositeRunner(TemplateLibrary(tree), InvokerRegistry())
     data = {"actor_input": "x", "parsed_actor_input": None}
     with pytest.raises(TemplateError, match="previous_result"):
-        asyncio.run(runner.run(["echo/prev.jinja2", "echo/prev.jinja2"], lambda: dict(data)))
-    assert asyncio.run(runner.run(["echo/plain.jinja2", "echo/prev.jinja2"], lambda: dict(data))) == "plain x"
+        asyncio.run(runner.run(["echo/prev.jinja2", "echo/prev.jinja2"], lambda names=None: dict(data)))
+    chain = ["echo/plain.jinja2", "echo/prev.jinja2"]
+    assert asyncio.run(runner.run(chain, lambda names=None: dict(data))) == "plain x"
 
 
 def test_dict_inside_a_list_gives_every_branch_the_previous_result(genie: GenieFlow) -> None:
@@ -450,7 +451,7 @@ def test_runner_counts_like_genie_flow_and_finishes_every_subtask(tree: Path, te
         "session_id": "s",
         "catalog": {},
     }
-    asyncio.run(runner.run(template, lambda: dict(data), sink))
+    asyncio.run(runner.run(template, lambda names=None: dict(data), sink))
     expanded = 3 if isinstance(template, MapTaskTemplate) else 0
     assert sink.total == expanded
     assert sink.done == count + expanded

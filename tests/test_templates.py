@@ -67,7 +67,7 @@ def new_flow(flows: list[GenieFlow], root: Path | None, **kwargs: Any) -> GenieF
 def run(library: TemplateLibrary, name: str, data: dict[str, Any] | None = None) -> str:
     """Render and invoke template ``name`` as an invoker state would."""
     runner = CompositeRunner(library, InvokerRegistry())
-    return asyncio.run(runner.run(name, lambda: dict(data or {"actor_input": "x"})))
+    return asyncio.run(runner.run(name, lambda names=None: dict(data or {"actor_input": "x"})))
 
 
 # ---------------------------------------------------------------------------------------------

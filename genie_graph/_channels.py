@@ -1,0 +1,239 @@
+"""The model as the graph's channels hold it: plain JSON, with the long lists turned into objects once.
+
+Channels hold plain JSON values, so any checkpointer stores them without a class allow-list, and
+every node validates them back into a fresh model. A session's dialogue and history grow with every
+turn, and validating and dumping them whole at every node cost time in proportion to the session's
+length (4 validations and 2 dumps of every element per user event). So this module remembers, for
+each long list it validated or dumped lately, the objects that list stands for:
+
+* ``validate`` hands a node the remembered objects of a list it has seen, if they are still as they
+  were when remembered (compared with a copy of each object's fields), and validates only the rest;
+* ``as_json`` dumps only the elements that are new or changed since they were validated, reusing the
+  JSON of the others.
+
+What a node gets and writes is the same as without it; only the work is less. Models that validate
+these lists with validators of their own are validated and dumped in full.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import operator
+import types
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from uuid import UUID
+
+from pydantic import BaseModel, TypeAdapter
+
+from ._packing import PACKED_FIELDS, pack, packing, unpack
+
+__all__ = ["as_json", "changed_fields", "remembering", "validate"]
+
+LONG_FIELDS = PACKED_FIELDS
+"""The lists that grow with the session (dialogue, history)."""
+
+_REMEMBERED = 32
+"""How many lists one scope remembers (the oldest go first): a run's nodes need the last few."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class _Known:
+    """A channel value (a JSON list, or its packed string) and the objects it stands for."""
+
+    value: Any
+    items: list[Any]
+    objects: list[BaseModel]
+    fields: list[dict[str, Any]]
+    """Each object's fields when it was remembered: an object whose fields differ has been changed."""
+    nested: dict[int, tuple[str, ...]]
+    """The objects with containers among their fields, which change in place: they are compared with
+    their JSON item instead (a container holding other than JSON data then counts as changed)."""
+
+    def intact(self, start: int = 0, stop: int | None = None) -> bool:
+        """Whether the objects ``start:stop`` are as they were when remembered."""
+        stop = len(self.objects) if stop is None else stop
+        if [obj.__dict__ for obj in self.objects[start:stop]] != self.fields[start:stop]:
+            return False
+        return all(
+            self.objects[index].__dict__.get(name) == self.items[index].get(name, _ABSENT)
+            for index, names in self.nested.items()
+            if start <= index < stop
+            for name in names
+        )
+
+
+_ABSENT = object()
+
+
+_IMMUTABLE = (str, int, float, bool, bytes, datetime, date, time, timedelta, Enum, UUID, Decimal, type(None))
+
+
+def _immutable(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return all(_immutable(arg) for arg in get_args(annotation))
+    if origin is Literal:
+        return True
+    if origin is Annotated:
+        return _immutable(get_args(annotation)[0])
+    return isinstance(annotation, type) and issubclass(annotation, _IMMUTABLE)
+
+
+@functools.cache
+def _containers(element_class: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``element_class`` whose values may change in place (dicts, lists, models)."""
+    return tuple(name for name, info in element_class.model_fields.items() if not _immutable(info.annotation))
+
+
+_scope: contextvars.ContextVar[dict[int, _Known] | None] = contextvars.ContextVar(
+    "genie_graph_channel_objects", default=None
+)
+
+
+@contextmanager
+def remembering() -> Iterator[None]:
+    """Remember the long lists validated and dumped inside the block (and the tasks it starts).
+
+    The runtime opens one around an event (its decision, its run, its answer) and around each run, so
+    what is remembered lives as long as the work that uses it, and no longer.
+    """
+    if _scope.get() is not None:
+        yield
+        return
+    token = _scope.set({})
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def _remember(
+    value: Any, items: list[Any], objects: list[BaseModel], fields: list[dict[str, Any]] | None = None
+) -> None:
+    """Remember ``objects`` for ``value``; ``fields`` are their fields' copies, where already made."""
+    remembered = _scope.get()
+    if remembered is None:
+        return
+    if fields is None:
+        fields = [dict(obj.__dict__) for obj in objects]
+    nested: dict[int, tuple[str, ...]] = {}
+    for index, obj in enumerate(objects):
+        names = _containers(type(obj))
+        if names and any(fields[index].get(name) is not None for name in names):
+            nested[index] = names
+    known = _Known(value, items, list(objects), fields, nested)
+    remembered.pop(id(value), None)
+    remembered[id(value)] = known
+    while len(remembered) > _REMEMBERED:
+        del remembered[next(iter(remembered))]
+
+
+def _lookup(value: Any) -> _Known | None:
+    remembered = _scope.get()
+    if value is None or remembered is None:
+        return None
+    known = remembered.get(id(value))
+    return known if known is not None and known.value is value else None  # (an id is unique while its object lives)
+
+
+@functools.cache
+def _cached(model_class: type[BaseModel]) -> bool:
+    """Whether the long lists of ``model_class`` can be taken from memory: nothing validates them but pydantic."""
+    decorators = model_class.__pydantic_decorators__
+    if decorators.model_validators or decorators.root_validators:
+        return False
+    for validator in decorators.field_validators.values():
+        own = validator.cls_var_name == "_unpack"  # GenieModel's: a packed list is unpacked, nothing more
+        if not own and any(name in LONG_FIELDS or name == "*" for name in validator.info.fields):
+            return False
+    return all(name in model_class.model_fields for name in LONG_FIELDS)
+
+
+@functools.cache
+def _adapter(model_class: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    """Dumps a list of ``name``'s elements as the model's own dump would."""
+    return TypeAdapter(model_class.model_fields[name].annotation)  # type: ignore[arg-type]
+
+
+def validate(model_class: type[M], channels: Mapping[str, Any]) -> M:
+    """``model_class`` validated from channel values, the long lists taken from memory where they can be."""
+    if not _cached(model_class):
+        return model_class.model_validate(channels)
+    known = {name: _lookup(channels.get(name)) for name in LONG_FIELDS}
+    usable = {name: entry for name, entry in known.items() if entry is not None and entry.intact()}
+    data = {**channels, **{name: list(entry.objects) for name, entry in usable.items()}} if usable else channels
+    model = model_class.model_validate(data)
+    for name in LONG_FIELDS:
+        value = channels.get(name)
+        if name not in usable and isinstance(value, list | str):
+            items = unpack(value)
+            if isinstance(items, list):
+                _remember(value, items, getattr(model, name))
+    return model
+
+
+def as_json(model: BaseModel, before: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The model's fields as JSON data: what the graph's channels hold.
+
+    ``before``, the channels the model was validated from, lets the long lists be dumped from what
+    changed only. With packing on (stores that keep channels as JSON documents), they are packed.
+    """
+    model_class = type(model)
+    if not _cached(model_class):
+        data = model.model_dump(mode="json", include=set(model_class.model_fields))
+        if packing.get():
+            for name in LONG_FIELDS:
+                data[name] = pack(data[name])
+        return data
+    data = model.model_dump(mode="json", include=set(model_class.model_fields) - set(LONG_FIELDS))
+    for name in LONG_FIELDS:
+        objects: list[BaseModel] = getattr(model, name)
+        previous = _lookup(before.get(name)) if before is not None else None
+        kept = _kept(objects, previous) if previous is not None else None
+        if previous is not None and kept is not None and kept == (0, len(previous.objects), len(objects)):
+            data[name] = previous.value  # unchanged: the same value, which the update then leaves out
+            continue
+        if previous is None or kept is None:
+            items = _adapter(model_class, name).dump_python(objects, mode="json")
+            fields = None
+        else:
+            start, stop, count = kept
+            fresh = objects[count:]
+            items = previous.items[start:stop] + _adapter(model_class, name).dump_python(fresh, mode="json")
+            fields = previous.fields[start:stop] + [dict(obj.__dict__) for obj in fresh]
+        value: Any = pack(items) if packing.get() else items
+        _remember(value, items, objects, fields)
+        data[name] = value
+    return data
+
+
+def _kept(objects: list[BaseModel], previous: _Known) -> tuple[int, int, int] | None:
+    """Where ``objects`` begins with an unchanged run of ``previous``'s objects: ``(start, stop, count)``.
+
+    A list that grew at its end, or lost elements at its start (a bounded history), keeps the
+    JSON of the elements it kept; any other change is dumped in full (None).
+    """
+    if not objects or not previous.objects:
+        return (0, 0, 0)
+    start = next((index for index, obj in enumerate(previous.objects) if obj is objects[0]), None)
+    if start is None:
+        return (0, 0, 0)
+    stop = min(len(previous.objects), start + len(objects))
+    count = stop - start
+    if not all(map(operator.is_, objects[:count], previous.objects[start:stop])) or not previous.intact(start, stop):
+        return None
+    return (start, stop, count)
+
+
+def changed_fields(before: Mapping[str, Any], after: BaseModel) -> dict[str, Any]:
+    """The update a node returns: the fields whose JSON differs from ``before``."""
+    return {name: value for name, value in as_json(after, before).items() if before.get(name) != value}

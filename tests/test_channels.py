@@ -1,0 +1,241 @@
+"""The long lists (dialogue, history) are validated and dumped only where they changed.
+
+Whatever a hook does to them (append, edit an old element in place, change a history entry's
+detail in place, trim, reorder), what the store keeps is what the model held: checked against a
+full dump on every store, through real runs. Templates get only what they read, and still see
+everything they read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import field_validator
+
+from genie_graph import EventData, GenieFlow, GenieModel, GenieStateMachine, State
+from genie_graph._channels import as_json, changed_fields, remembering, validate
+from genie_graph._history import HistoryEntry, HistoryKind
+from genie_graph._model import DialogueElement, DialogueFormat
+from genie_graph._packing import packing_channels
+from genie_graph._templates import TemplateLibrary
+from tests.helpers import ECHO_META, RENDERER_META, send, write_tree
+
+
+class EditMachine(GenieStateMachine):
+    """talk --user_input--> think (echo) --ai_extraction--> talk; edit, note, trim and flip loop on talk."""
+
+    talk = State(initial=True, value=0)
+    think = State(value=1)
+
+    user_input = talk.to(think)
+    ai_extraction = think.to(talk)
+    edit = talk.to.itself()
+    note = talk.to.itself()
+    trim = talk.to.itself()
+    flip = talk.to.itself()
+
+    templates = dict(talk="r/talk.jinja2", think="i/think.jinja2")
+
+    def on_edit(self, event_data: EventData) -> None:
+        self.model.dialogue[0].actor_text = f"edited: {event_data.args[0] if event_data.args else ''}"
+
+    def on_note(self) -> None:
+        entry = next(e for e in self.model.history if e.kind == HistoryKind.EVENT)
+        entry.detail = entry.detail or {}
+        entry.detail.setdefault("notes", []).append("noted in place")
+
+    def on_trim(self) -> None:
+        del self.model.dialogue[:2]
+
+    def on_flip(self) -> None:
+        self.model.dialogue.reverse()
+
+
+class EditModel(GenieModel):
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return EditMachine
+
+
+class SortedMachine(EditMachine):
+    pass
+
+
+class SortedModel(GenieModel):
+    """Validates its dialogue itself: it is never taken from memory."""
+
+    @field_validator("dialogue")
+    @classmethod
+    def _newest_first_never(cls, value: list[DialogueElement]) -> list[DialogueElement]:
+        return sorted(value, key=lambda element: element.timestamp)
+
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return SortedMachine
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tree(
+        tmp_path_factory.mktemp("channels") / "templates",
+        {
+            "r/meta.yaml": RENDERER_META,
+            "r/talk.jinja2": "{% include 'r/part.jinja2' %} ({{ dialogue | length }} so far)",
+            "r/part.jinja2": "{{ chat_history | length }} characters of history",
+            "i/meta.yaml": ECHO_META,
+            "i/think.jinja2": "{{ actor_input }}",
+        },
+    )
+
+
+def _full(model: GenieModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", include={"dialogue", "history"})
+
+
+@pytest.mark.parametrize("model_class", [EditModel, SortedModel])
+def test_what_the_store_keeps_is_what_the_model_held(root: Path, store_url: str, model_class: type[GenieModel]) -> None:
+    with GenieFlow(template_root=root, store=store_url) as flow:
+        flow.register_model("edit", model_class)
+        session = flow.create_new_session("edit").session_id
+        script = ["user_input", "user_input", "trim", "edit", "user_input", "note", "user_input", "flip", "note"]
+        seen: dict[str, GenieModel] = {}
+        for number, event in enumerate(script):
+            seen[f"before {event}"] = flow.get_model("edit", session)
+            answer = send(flow, "edit", session, event, f"turn {number}")
+            assert answer.error is None, answer.error
+            seen[f"after {event}"] = flow.get_model("edit", session)
+        model = flow.get_model("edit", session)
+
+    texts = [element.actor_text for element in model.dialogue]
+    assert "edited: turn 3" in texts  # the in-place edit of the (then) first element survived
+    assert len(texts) == 1 + 2 * len(script) - 2  # the intro, two per event, two trimmed
+    noted = [e for e in model.history if e.detail and e.detail.get("notes")]
+    assert noted and noted[0].detail is not None and noted[0].detail["notes"] == ["noted in place"] * 2
+    # the stored lists are exactly a full dump of the model read back (nothing stale was reused)
+    fresh = type(model).model_validate(_full(model) | {"session_id": model.session_id})
+    assert _full(fresh) == _full(model)
+    before, after = seen["before flip"].dialogue, seen["after flip"].dialogue
+    kept = [element for element in after if element in before]
+    if model_class is EditModel:  # the flip turned the dialogue so far around
+        assert kept == before[::-1]
+    else:  # its validator sorts it again on every read
+        assert kept == before
+
+
+def _model(count: int) -> EditModel:
+    model = EditModel(session_id="s")
+    for n in range(count):
+        model.add_dialogue_element("user", f"line {n}")
+        model.record_history(HistoryKind.EVENT, event="user_input", detail={"n": n})
+    return model
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_node_dumps_what_changed_and_reuses_the_rest(packed: bool) -> None:
+    with remembering(), packing_channels(packed):
+        channels = as_json(_model(5))
+        model = validate(EditModel, channels)
+        assert model.dialogue[0] is validate(EditModel, channels).dialogue[0]  # taken from memory
+        model.add_dialogue_element("assistant", "new")
+        model.dialogue[1].actor_text = "changed"
+        assert model.history[2].detail is not None
+        model.history[2].detail["n"] = 99
+        del model.history[0]
+        update = changed_fields(channels, model)
+        expected = as_json(model.model_copy(deep=True))  # a copy: dumped in full
+        assert update["dialogue"] == expected["dialogue"]
+        assert update["history"] == expected["history"]
+        assert "state" not in update
+
+        unchanged = validate(EditModel, channels | update)
+        assert changed_fields(channels | update, unchanged) == {}
+
+
+def test_outside_a_scope_nothing_is_remembered() -> None:
+    channels = as_json(_model(3))
+    first, second = validate(EditModel, channels), validate(EditModel, channels)
+    assert first.dialogue[0] is not second.dialogue[0]
+    assert first.dialogue == second.dialogue
+
+
+def test_an_element_changed_after_it_was_remembered_is_validated_again() -> None:
+    with remembering():
+        channels = as_json(_model(3))
+        model = validate(EditModel, channels)
+        model.dialogue[0].actor_text = "changed behind the channel's back"
+        again = validate(EditModel, channels)
+        assert again.dialogue[0].actor_text == "line 0"
+        assert again.dialogue[0] is not model.dialogue[0]
+
+
+def test_history_details_holding_other_than_json_are_dumped_every_time() -> None:
+    with remembering():
+        model = _model(1)
+        model.history.append(HistoryEntry(kind=HistoryKind.EVENT, detail={"pair": (1, 2)}))
+        channels = as_json(model)
+        again = validate(EditModel, channels)
+        assert changed_fields(channels, again) == {}  # a tuple dumps as a list: equal JSON, no update
+
+
+def test_template_variables_follow_includes(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path,
+        {
+            "a.jinja2": "{% include 'b.jinja2' %}{{ actor_input }}{% set local = 1 %}{{ local }}",
+            "b.jinja2": "{% import 'c.jinja2' as c %}{{ chat_history }}{{ c.m() }}",
+            "c.jinja2": "{% macro m() %}{{ state_name }}{% endmacro %}",
+            "dynamic.jinja2": "{% include which %}",
+        },
+    )
+    library = TemplateLibrary(tmp_path)
+    assert library.variables("a.jinja2") == {"actor_input", "chat_history", "state_name"}
+    assert library.variables("dynamic.jinja2") is None
+
+
+def test_a_template_sees_every_variable_it_reads(root: Path) -> None:
+    with GenieFlow(template_root=root, store="memory://") as flow:
+        flow.register_model("edit", EditModel)
+        session = flow.create_new_session("edit").session_id
+        answer = send(flow, "edit", session, "user_input", "hello")
+        model = flow.get_model("edit", session)
+    rendered_with = DialogueFormat.YAML.format(model.dialogue[:2])  # the intro and the user's words
+    assert answer.response == f"{len(rendered_with)} characters of history (2 so far)"
+
+
+class OwnDataModel(EditModel):
+    """Builds its own render data: it gets its full render data, whatever the template reads."""
+
+    @property
+    def render_data(self) -> dict[str, Any]:
+        data = super().render_data
+        data["extra"] = "from the subclass"
+        return data
+
+
+def _talk_once(tmp_path: Path, model_class: type[GenieModel], talk: str) -> str | None:
+    """The response to one user_input, the talk state's template being ``talk``."""
+    root = write_tree(
+        tmp_path,
+        {
+            "r/meta.yaml": RENDERER_META,
+            "r/talk.jinja2": talk,
+            "i/meta.yaml": ECHO_META,
+            "i/think.jinja2": "{{ actor_input }}",
+        },
+    )
+    with GenieFlow(template_root=root, store="memory://") as flow:
+        flow.register_model("talk", model_class)
+        session = flow.create_new_session("talk").session_id
+        return send(flow, "talk", session, "user_input", "hi").response
+
+
+def test_a_model_that_builds_its_own_render_data_gets_it_whole(tmp_path: Path) -> None:
+    assert _talk_once(tmp_path, OwnDataModel, "{{ extra }} / {{ last_user_message }}") == "from the subclass / hi"
+
+
+def test_a_missing_variable_is_named_among_all_the_variables(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="no_such_thing") as caught:
+        _talk_once(tmp_path, EditModel, "{{ no_such_thing }}")
+    assert "chat_history" in str(caught.value)  # the whole render data is listed, not the part asked for
