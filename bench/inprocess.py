@@ -5,12 +5,14 @@ node, a user state, interrupt ...), with a pydantic state holding the dialogue. 
 the benchmark's ``qa`` flow through its runtime on the same event loop, as ``genie-graph serve`` does
 (``aprocess_event``, then waiting for the run). Both write checkpoints as genie-graph's store does
 (``durability="exit"`` in memory, ``"sync"`` on SQLite and Redis) and run 5-turn sessions, so the
-figures compare with the measured floors.
+figures compare with the measured floors. On SQLite both use genie-graph's saver (LangGraph's ``SqliteSaver``
+run inline on the loop, see ``_stores.InlineSqliteSaver``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -28,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from bench.scenarios import Timings
 from genie_graph import EventInput
-from genie_graph._stores import MemoryStore, SqliteStore
+from genie_graph._stores import InlineSqliteSaver, MemoryStore, SqliteStore
 
 TURNS_PER_SESSION = 5
 
@@ -116,8 +118,6 @@ def _genie_turns(store: str, sessions: int) -> Timings:
 
 def overhead(sessions: int, redis_url: str | None) -> list[dict[str, Any]]:
     """Per-turn p50 of both, per checkpointer, and their ratio."""
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     rows: list[dict[str, Any]] = []
     place = Path(tempfile.mkdtemp(prefix="genie-graph-overhead-"))
 
@@ -125,10 +125,15 @@ def overhead(sessions: int, redis_url: str | None) -> list[dict[str, Any]]:
         serde = JsonPlusSerializer(allowed_msgpack_modules=[(Utterance.__module__, "Utterance")])
         if kind == "memory":
             return await _bare_turns(InMemorySaver(serde=serde), sessions, MemoryStore.durability)
-        if kind == "sqlite":
-            async with AsyncSqliteSaver.from_conn_string(str(place / "bare.sqlite")) as saver:
-                saver.serde = serde
+        if kind == "sqlite":  # genie-graph's own saver, set up as its store does
+            connection = sqlite3.connect(place / "bare.sqlite", check_same_thread=False)
+            try:
+                saver = InlineSqliteSaver(connection, serde=serde)
+                saver.setup()
+                connection.execute("PRAGMA synchronous=NORMAL")
                 return await _bare_turns(saver, sessions, SqliteStore.durability)
+            finally:
+                connection.close()
         from langgraph.checkpoint.redis.aio import AsyncRedisSaver
         from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
 
