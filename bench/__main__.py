@@ -76,8 +76,11 @@ def _make(name: str) -> Target:
 
 
 async def _measure(target: Target, config: Config, progress: tqdm) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=max(config.alive, max(config.concurrency)) + 10)
-    async with httpx.AsyncClient(base_url=target.base_url, timeout=scenarios.TURN_TIMEOUT, limits=limits) as client:
+    most = max(config.alive, max(config.concurrency), config.slow)
+    async with (
+        httpx.AsyncClient(base_url=target.base_url, timeout=scenarios.TURN_TIMEOUT) as client,
+        scenarios.Clients(target.base_url, most) as clients,
+    ):
         result: dict[str, Any] = {}
 
         async def step(label: str, work: Any) -> Any:
@@ -96,13 +99,13 @@ async def _measure(target: Target, config: Config, progress: tqdm) -> dict[str, 
         result["user_to_user"] = (await step("user→user", scenarios.user_to_user(client, config.user_events))).summary()
         result["throughput"] = []
         for level in config.concurrency:
-            measured = await step(f"{level} sessions", scenarios.throughput(client, level, config.seconds_per_level))
+            measured = await step(f"{level} sessions", scenarios.throughput(clients, level, config.seconds_per_level))
             result["throughput"].append(measured)
         result["storage"] = await step("storage", scenarios.storage(client, target.stored_bytes, config.storage_turns))
         result["alive"] = await step(
-            f"{config.alive} alive", scenarios.alive_at_once(client, config.alive, target.rss_bytes)
+            f"{config.alive} alive", scenarios.alive_at_once(clients, config.alive, target.rss_bytes)
         )
-        result["slow"] = await step("qa_slow", scenarios.slow_llm(client, config.slow))
+        result["slow"] = await step("qa_slow", scenarios.slow_llm(clients, config.slow))
         return result
 
 
