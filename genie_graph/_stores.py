@@ -51,7 +51,9 @@ class CompressingSerializer(SerializerProtocol):
     imported on load: the serializer admits only LangGraph's own safe types.
     """
 
-    def __init__(self, level: int = 6) -> None:
+    # Level 1: a 100-turn session's dialogue and history (45 KB of msgpack) compress in 65 us to 2.7 KB;
+    # level 6 took 236 us for 2.3 KB, and a turn writes them several times.
+    def __init__(self, level: int = 1) -> None:
         self._inner = JsonPlusSerializer(allowed_msgpack_modules=None)
         self._level = level
 
