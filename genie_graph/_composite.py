@@ -26,7 +26,7 @@ from ._invokers._base import run_blocking
 from ._preferences import PreferencesSource
 from ._templates import TemplateLibrary
 from ._usage import PriceTable, calling_template
-from .errors import FlowDefinitionError, InvokerConfigError, InvokerError, TemplateError
+from .errors import FlowDefinitionError, InvokerConfigError, InvokerError
 
 
 class ProgressSink(Protocol):
@@ -283,23 +283,19 @@ class CompositeRunner:
         render_data: RenderData,
         drag_net: Mapping[str, Any] | None,
     ) -> str:
-        # Only what the template reads is built (a test's fake invoker is shown everything).
-        names = self.library.variables(name) if self.invoke_override is None else None
-        data = {**render_data(names), **(drag_net or {})}
-        try:
-            prompt = self.library.render(name, data)
-        except TemplateError:
-            if names is None:
-                raise
-            data = {**render_data(None), **(drag_net or {})}
-            prompt = self.library.render(name, data)  # the error names every variable
+        def data_for(names: Collection[str] | None) -> dict[str, Any]:
+            return {**render_data(names), **(drag_net or {})}
+
+        # Only what the template reads is built; a test's fake invoker is shown everything.
+        data = None if self.invoke_override is None else data_for(None)
+        prompt = self.library.render_reading(name, data_for) if data is None else self.library.render(name, data)
         config = self.library.config_of(name)
         if config.invoker is None:
             return prompt  # a renderer template inside a composite contributes its text
         override = state_override()  # the running state's own on_failure, over the meta.yaml
         try:
             with calling_template(name), _tracing.invoking(name, config.invoker):
-                if self.invoke_override is not None:
+                if self.invoke_override is not None and data is not None:
                     try:
                         answer = await self.invoke_override(name, prompt, data, config.invoker)
                     except InvokerError as exc:
@@ -317,5 +313,4 @@ class CompositeRunner:
             on_error = on_error or OnError.parse(config.invoker.get("on_error"))
             if on_error is None:
                 raise InvokerError(f"template {name!r}: {exc}") from exc
-            full = data if names is None else {**render_data(None), **(drag_net or {})}  # its template reads others
-            return apply_on_error(on_error, self.library, full, exc)
+            return apply_on_error(on_error, self.library, data or data_for(None), exc)  # (its template reads others)

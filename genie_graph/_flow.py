@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import inspect
 import re
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
@@ -43,7 +44,7 @@ from ._subflows import (
 )
 from ._tools import ApprovalStatus, asked_by, pending_approval
 from ._usage import Budget, CallUsage
-from .errors import BudgetExceeded, EventNotAllowed, FlowDefinitionError, TemplateError
+from .errors import BudgetExceeded, EventNotAllowed, FlowDefinitionError
 
 _BASE_RENDER_DATA = inspect.getattr_static(GenieModel, "render_data")
 """GenieModel's own ``render_data``: a model class that overrides it gets its full render data."""
@@ -380,14 +381,7 @@ class CompiledFlow:
         template = self.templates[state_id]
         if not isinstance(template, str):
             raise FlowDefinitionError(self.name, "only a template name can be rendered for a user", [state_id])
-        library = self.runner.library
-        names = library.variables(template)
-        try:
-            return library.render(template, self.render_data(model, names))
-        except TemplateError:
-            if names is None:
-                raise
-            return library.render(template, self.render_data(model))  # the error names every variable
+        return self.runner.library.render_reading(template, functools.partial(self.render_data, model))
 
     # ---- transitions --------------------------------------------------------------------
     def machine(self, model: GenieModel) -> GenieStateMachine:

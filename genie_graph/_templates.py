@@ -9,7 +9,7 @@ or ``renderer:``; the mappings merge shallowly from the top directory down, as i
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,23 @@ class TemplateLibrary:
             missing = self._missing_variables(name, render_data)
             hint = f"; undefined variables: {', '.join(missing)}" if missing else ""
             raise TemplateError(name, f"{type(exc).__name__}: {exc}{hint}") from exc
+
+    def render_reading(self, name: str, render_data: Callable[[frozenset[str] | None], Mapping[str, Any]]) -> str:
+        """Render template ``name`` with only the render data it reads (see :meth:`variables`).
+
+        ``render_data(names)`` builds the entries ``names`` (None: all of them). A template that
+        fails is rendered again with all of them, so its error names every variable there is.
+
+        Raises:
+            TemplateError: as :meth:`render`.
+        """
+        names = self.variables(name)
+        try:
+            return self.render(name, render_data(names))
+        except TemplateError:
+            if names is None:
+                raise
+            return self.render(name, render_data(None))
 
     def variables(self, name: str) -> frozenset[str] | None:
         """The names template ``name`` reads from its render data (with those of the templates it
