@@ -7,9 +7,9 @@
   completion event with the output, as Genie Flow's Celery chain does.
 * A final state's node ends the run.
 
-Every node works on a deep copy of the model and returns only the fields that changed, routing
-with ``Command(goto=...)``; the declared transitions are given to LangGraph as destinations so
-drawings show every edge.
+Every node works on a model of its own, validated from the channels (see ``_channels``), and
+returns only the fields that changed, routing with ``Command(goto=...)``; the declared transitions
+are given to LangGraph as destinations so drawings show every edge.
 """
 
 from __future__ import annotations
