@@ -51,6 +51,7 @@ from ._preferences import current_preferences, preferences_of
 from ._subflows import call_subflow, model_at, node_name, pick_interruption, store_model
 from ._subflows import finish as finish_flow
 from ._subflows import interrupt as interrupt_flow
+from ._tokens import streaming_tokens
 from ._tools import (
     ApprovalRequest,
     ApprovalRequired,
@@ -500,14 +501,15 @@ def make_node(flow: CompiledFlow, state_id: str, root: CompiledFlow | None = Non
             raise RuntimeError(f"node {node_id} ran while flow {active!r} is active")
         scope = _Scope(root, flow, node_id, session, index, channels)
         source = root.runner.preferences
-        if source is None:
-            return await traced(model_at(root, session, index), config, scope)
-        sender = asked_by(session)  # looked up once per node run, for every template it renders
-        token = current_preferences.set((sender, await preferences_of(source, sender)))
-        try:
-            return await traced(model_at(root, session, index), config, scope)
-        finally:
-            current_preferences.reset(token)
+        with streaming_tokens(node_id):
+            if source is None:
+                return await traced(model_at(root, session, index), config, scope)
+            sender = asked_by(session)  # looked up once per node run, for every template it renders
+            token = current_preferences.set((sender, await preferences_of(source, sender)))
+            try:
+                return await traced(model_at(root, session, index), config, scope)
+            finally:
+                current_preferences.reset(token)
 
     def func(channels: dict[str, Any], config: RunnableConfig) -> Command[Any]:
         return _run_blocking(node, channels, config)  # type: ignore[no-any-return]

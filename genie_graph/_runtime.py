@@ -49,6 +49,7 @@ from ._preferences import PreferencesSource, check_source
 from ._stack import FlowStatus
 from ._stores import FeedItem, SessionRecord, Store, StoreMark, default_store_url, open_store
 from ._templates import TemplateLibrary
+from ._tokens import current_token_sink, loop_safe
 from ._tools import ApprovalPolicy, ApprovalRequest, ApprovalStatus, pending_approval
 from ._usage import PriceTable
 from ._user import User
@@ -817,30 +818,30 @@ class GenieFlow:
         checkpoint, so what comes next is known without reading the checkpoint back.
         """
         store = await self._open_store()
-        modes: list[StreamMode] = ["updates", "values", "messages"]
+        modes: list[StreamMode] = ["updates", "values"]
         if self.runner == "celery" and store.durability == "sync":  # each streamed checkpoint is a saved one
             modes.append("checkpoints")
         stream = graph.astream(command, config, durability=store.durability, stream_mode=modes, **options)
         values: dict[str, Any] | None = None
         checkpoint: dict[str, Any] | None = None
         interrupts: tuple[Interrupt, ...] = ()
-        with packing_channels(store.packs_channels), remembering():  # the run's node tasks inherit both
-            async for mode, chunk in stream:
-                if mode == "values":
-                    values = chunk
-                elif mode == "checkpoints":
-                    checkpoint = chunk
-                elif mode == "messages":
-                    message, metadata = chunk
-                    text = getattr(message, "content", None)
-                    if isinstance(text, str) and text:
-                        feed.put("token", {"state": metadata.get("langgraph_node"), "text": text})
-                else:
-                    interrupts += tuple(chunk.get(_INTERRUPT, ()))
-                    for update in chunk.values():
-                        node = flow.node_of_update(update, values) if isinstance(update, dict) else None
-                        if node is not None:
-                            feed.put("state", _state_item(flow, node))
+        sink = loop_safe(lambda node, text: feed.put("token", {"state": node, "text": text}))
+        sinking = current_token_sink.set(sink)
+        try:
+            with packing_channels(store.packs_channels), remembering():  # the run's node tasks inherit all three
+                async for mode, chunk in stream:
+                    if mode == "values":
+                        values = chunk
+                    elif mode == "checkpoints":
+                        checkpoint = chunk
+                    else:
+                        interrupts += tuple(chunk.get(_INTERRUPT, ()))
+                        for update in chunk.values():
+                            node = flow.node_of_update(update, values) if isinstance(update, dict) else None
+                            if node is not None:
+                                feed.put("state", _state_item(flow, node))
+        finally:
+            current_token_sink.reset(sinking)
         if values is not None:
             values = {key: value for key, value in values.items() if key != _INTERRUPT}
         snapshot = None

@@ -16,6 +16,7 @@ import sqlite3
 import time
 import zlib
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -406,7 +407,11 @@ class MemoryStore(Store):
     saver: InMemorySaver
 
     def __init__(self, url: str) -> None:
-        super().__init__(url, InMemorySaver(serde=CompressingSerializer()))
+        # Uncompressed: compressing costs a turn more than the memory it saves in a dev or test process.
+        saver = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=None))
+        self._writes, self._blobs = _KeyedByThread(dict), _KeyedByThread()
+        saver.writes, saver.blobs = self._writes, self._blobs
+        super().__init__(url, saver)
         self._index = _LocalIndex()
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._items: dict[str, dict[int, list[dict[str, Any]]]] = {}
@@ -481,10 +486,7 @@ class MemoryStore(Store):
         saver = self.saver
         checkpoints = frozenset(cid for per_ns in saver.storage.get(thread_id, {}).values() for cid in per_ns)
         writes = frozenset(
-            (key[2], task_id, idx)
-            for key, stored in saver.writes.items()
-            if key[0] == thread_id
-            for task_id, idx in stored
+            (key[2], task_id, idx) for key in self._writes.keys_of(thread_id) for task_id, idx in saver.writes[key]
         )
         return StoreMark(checkpoints, writes)
 
@@ -494,10 +496,10 @@ class MemoryStore(Store):
             for checkpoint_id in [cid for cid in per_ns if cid not in mark.checkpoints]:
                 del per_ns[checkpoint_id]
                 saver.writes.pop((thread_id, ns, checkpoint_id), None)
-        for key, stored in saver.writes.items():
-            if key[0] == thread_id:
-                for write_key in [k for k in stored if (key[2], *k) not in mark.writes]:
-                    del stored[write_key]
+        for key in self._writes.keys_of(thread_id):
+            stored = saver.writes[key]
+            for write_key in [k for k in stored if (key[2], *k) not in mark.writes]:
+                del stored[write_key]
         self._drop_unreferenced_blobs(thread_id)
 
     async def size_of(self, thread_id: str) -> int:
@@ -506,10 +508,9 @@ class MemoryStore(Store):
         for per_ns in saver.storage.get(thread_id, {}).values():
             for checkpoint, metadata, _parent in per_ns.values():
                 total += len(checkpoint[1]) + len(metadata[1])
-        total += sum(len(value[1]) for key, value in saver.blobs.items() if key[0] == thread_id)
-        for key, writes in saver.writes.items():
-            if key[0] == thread_id:
-                total += sum(len(w[2][1]) for w in writes.values())
+        total += sum(len(saver.blobs[key][1]) for key in self._blobs.keys_of(thread_id))
+        for key in self._writes.keys_of(thread_id):
+            total += sum(len(w[2][1]) for w in saver.writes[key].values())
         return total
 
     def _drop_unreferenced_blobs(self, thread_id: str) -> None:
@@ -519,8 +520,46 @@ class MemoryStore(Store):
             for serialized, _metadata, _parent in checkpoints.values():
                 versions = saver.serde.loads_typed(serialized).get("channel_versions", {})
                 referenced.update((thread_id, ns, channel, version) for channel, version in versions.items())
-        for key in [k for k in saver.blobs if k[0] == thread_id and k not in referenced]:
-            del saver.blobs[key]
+        for key in self._blobs.keys_of(thread_id):
+            if key not in referenced:
+                del saver.blobs[key]
+
+
+class _KeyedByThread(defaultdict[tuple[Any, ...], Any]):
+    """``InMemorySaver``'s writes or blobs (keys start with the thread id), also indexed by thread.
+
+    Work on one session (a mark, a rollback, pruning) then touches that session's keys only,
+    instead of scanning every session's.
+    """
+
+    def __init__(self, default_factory: Callable[[], Any] | None = None) -> None:
+        super().__init__(default_factory)
+        self.by_thread: dict[str, set[tuple[Any, ...]]] = {}
+
+    def __setitem__(self, key: tuple[Any, ...], value: Any) -> None:
+        if key not in self:
+            self.by_thread.setdefault(key[0], set()).add(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: tuple[Any, ...]) -> None:
+        super().__delitem__(key)
+        self._unindex(key)
+
+    def pop(self, key: tuple[Any, ...], *default: Any) -> Any:
+        if key in self:
+            self._unindex(key)
+        return super().pop(key, *default)
+
+    def keys_of(self, thread_id: str) -> list[tuple[Any, ...]]:
+        """The thread's keys (a copy: the caller may delete some)."""
+        return list(self.by_thread.get(thread_id, ()))
+
+    def _unindex(self, key: tuple[Any, ...]) -> None:
+        keys = self.by_thread.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.by_thread[key[0]]
 
 
 class InlineSqliteSaver(SqliteSaver):
