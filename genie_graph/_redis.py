@@ -75,6 +75,49 @@ redis.call('HSET', KEYS[1], 'step', ARGV[1], 'starts', starts)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return starts
 """
+_LATEST_WRITES = """
+local latest = redis.call('GET', KEYS[1])
+if not latest then
+    return {}
+end
+local writes = redis.call('ZRANGE', ARGV[1] .. string.sub(latest, #ARGV[2] + 1), 0, -1)
+table.insert(writes, 1, latest)
+return writes
+"""
+"""The latest checkpoint's key (from its pointer, ``KEYS[1]``) and its write keys (from its registry).
+
+ARGV: the registry and checkpoint key prefixes; the keys differ only there.
+"""
+
+_PRUNE = """
+local dropped, kept, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local last_dropped = 1 + 2 * dropped
+for i = 2, last_dropped, 2 do
+    for _, write in ipairs(redis.call('ZRANGE', KEYS[i + 1], 0, -1)) do
+        redis.call('DEL', write)
+    end
+    redis.call('DEL', KEYS[i], KEYS[i + 1])
+end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl > 0 then
+    local seconds = ttl + grace
+    for i = last_dropped + 1, #KEYS do
+        redis.call('EXPIRE', KEYS[i], seconds)
+    end
+    for i = last_dropped + 1, last_dropped + 2 * kept, 2 do
+        for _, write in ipairs(redis.call('ZRANGE', KEYS[i + 1], 0, -1)) do
+            redis.call('EXPIRE', write, seconds)
+        end
+    end
+end
+return ttl
+"""
+"""Drop checkpoints with their registries and writes; give the kept ones the session's expiry (and grace).
+
+KEYS: the session record, then (checkpoint, registry) pairs, the dropped ones first, then the
+latest-checkpoint pointers. ARGV: the numbers of dropped and kept pairs, the grace in seconds.
+"""
+
 _STARTS_TTL_SECONDS = 7 * 24 * 3600
 """How long a session's count of run starts is kept without a new start."""
 
@@ -86,6 +129,12 @@ def _max_connections() -> int:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _write_of(key: str) -> tuple[str, str, int]:
+    """``(checkpoint_id, task_id, idx)`` of a write's key (``checkpoint_write:{sid}:{ns}:{id}:{task}:{idx}``)."""
+    *_, checkpoint_id, task_id, idx = key.split(":")
+    return checkpoint_id, task_id, int(idx)
 
 
 _PLAIN_JSON_OPTIONS = (
@@ -179,6 +228,9 @@ class RedisStore(Store):
     def __init__(self, url: str, saver: AsyncRedisSaver, client: Redis) -> None:
         super().__init__(url, saver)
         self.client = client
+        self._latest_writes = client.register_script(_LATEST_WRITES)
+        self._prune = client.register_script(_PRUNE)
+        self._count_start = client.register_script(_COUNT_START)
 
     @classmethod
     async def open(cls, url: str, allowed_types: Iterable[tuple[str, str]] = ()) -> RedisStore:
@@ -264,41 +316,37 @@ class RedisStore(Store):
             pipe.zrem(self._registry_key(thread_id, write[0], write[1]), self._write_key(thread_id, write))
 
     async def prune(self, thread_id: str, keep: int) -> None:
-        found, writes, ttl = await asyncio.gather(
-            self._checkpoints(thread_id), self._writes(thread_id), self.client.ttl(self._session_key(thread_id))
-        )
-        checkpoints = sorted(found, key=lambda item: item[1], reverse=True)
+        # One search for the thread's checkpoints; each one's writes are found through its registry.
+        checkpoints = sorted(await self._checkpoints(thread_id), key=lambda item: item[1], reverse=True)
         kept, dropped = checkpoints[:keep], checkpoints[keep:]
-        kept_ids = {checkpoint_id for _ns, checkpoint_id in kept}
-        pipe = self.client.pipeline(transaction=False)
-        self._drop(pipe, thread_id, dropped, [write for write in writes if write[1] not in kept_ids])
-        if ttl > 0:  # the kept parts expire a little after the session record
-            seconds = ttl + EXPIRY_GRACE_SECONDS
-            for ns, checkpoint_id in kept:
-                pipe.expire(self._checkpoint_key(thread_id, ns, checkpoint_id), seconds)
-                pipe.expire(self._registry_key(thread_id, ns, checkpoint_id), seconds)
-                pipe.expire(self._latest_key(thread_id, ns), seconds)
-            for write in writes:
-                if write[1] in kept_ids:
-                    pipe.expire(self._write_key(thread_id, write), seconds)
-        await pipe.execute()
+        keys = [self._session_key(thread_id)]
+        for ns, checkpoint_id in [*dropped, *kept]:
+            keys += [
+                self._checkpoint_key(thread_id, ns, checkpoint_id),
+                self._registry_key(thread_id, ns, checkpoint_id),
+            ]
+        keys += [self._latest_key(thread_id, ns) for ns in {ns for ns, _id in kept}]
+        await self._prune(keys=keys, args=[len(dropped), len(kept), EXPIRY_GRACE_SECONDS])
 
     async def mark(self, thread_id: str) -> StoreMark:
-        checkpoints, writes = await asyncio.gather(self._checkpoints(thread_id), self._writes(thread_id))
-        return StoreMark(
-            frozenset(checkpoint_id for _ns, checkpoint_id in checkpoints),
-            frozenset((w[1], w[2], w[3]) for w in writes),
+        saver = self.saver
+        found = await self._latest_writes(
+            keys=[saver._make_redis_checkpoint_latest_key(thread_id, "")], args=[_WRITE_KEYS, saver._checkpoint_prefix]
         )
+        if not found:
+            return StoreMark(frozenset(), frozenset(), latest="")
+        latest, *writes = (_text(key) for key in found)
+        return StoreMark(frozenset(), frozenset(_write_of(key) for key in writes), latest=latest.rsplit(":", 1)[-1])
 
     async def rollback(self, thread_id: str, mark: StoreMark) -> None:
         checkpoints, writes = await asyncio.gather(self._checkpoints(thread_id), self._writes(thread_id))
-        new_checkpoints = [item for item in checkpoints if item[1] not in mark.checkpoints]
-        new_writes = [w for w in writes if (w[1], w[2], w[3]) not in mark.writes]
+        new_checkpoints = [item for item in checkpoints if not mark.has_checkpoint(item[1])]
+        new_writes = [w for w in writes if not mark.has_write(w[1], w[2], w[3])]
         pipe = self.client.pipeline(transaction=False)
         self._drop(pipe, thread_id, new_checkpoints, new_writes)
         remaining: dict[str, str] = {}
         for ns, checkpoint_id in checkpoints:
-            if checkpoint_id in mark.checkpoints and checkpoint_id > remaining.get(ns, ""):
+            if mark.has_checkpoint(checkpoint_id) and checkpoint_id > remaining.get(ns, ""):
                 remaining[ns] = checkpoint_id
         for ns, checkpoint_id in remaining.items():  # the saver reads the latest checkpoint through this pointer
             pipe.set(self._latest_key(thread_id, ns), self._checkpoint_key(thread_id, ns, checkpoint_id), keepttl=True)
@@ -555,7 +603,7 @@ class RedisStore(Store):
 
     async def count_start(self, session_id: str, step: str) -> int:
         """Count a start of ``step`` in the session's hash ``genie:starts:<id>`` (one atomic script)."""
-        starts = await self.client.eval(_COUNT_START, 1, f"genie:starts:{session_id}", step, _STARTS_TTL_SECONDS)
+        starts = await self._count_start(keys=[f"genie:starts:{session_id}"], args=[step, _STARTS_TTL_SECONDS])
         return int(starts)
 
     def _step(self, session_id: str, seconds: float, token: str) -> Lock:

@@ -87,10 +87,14 @@ _MODEL_KEY = "genie_model_key"
 _INTERRUPT = "__interrupt__"  # where LangGraph streams interrupts (its own constant is private)
 _EVENT_LOCK_WAIT_SECONDS = 10.0
 _FOLLOW_CHECK_SECONDS = 1.0
+"""A followed run that publishes nothing for this long is checked in the store (a missed ``done``)."""
 _FOLLOW_AFTER_DONE_SECONDS = 0.01
 _FOLLOW_KEEPALIVE_SECONDS = 15.0
 """A followed run quiet for this long gets its progress repeated, so proxies keep the stream open."""
-"""A followed run that publishes nothing for this long is checked in the store (a missed ``done``)."""
+_FEED_LINGER_SECONDS = 0.005
+"""On a shared store, how long a run's feed waits after an item for more, to publish them in one round trip."""
+_PROGRESS_DELAY_SECONDS = 0.2
+"""On a shared store, how long a run goes on before its sub-task counts are written for other processes' polls."""
 
 
 def _state_item(flow: CompiledFlow, state_id: str) -> dict[str, Any]:
@@ -180,12 +184,19 @@ class _FollowState:
 
 
 class _FeedWriter:
-    """Publishes a run's feed items in order, off the run's path: a slow store never holds a run up."""
+    """Publishes a run's feed items in order, off the run's path: a slow store never holds a run up.
 
-    def __init__(self, store: Store, session_id: str) -> None:
+    On a shared store each batch is a round trip to Redis, so the writer lingers ``linger`` seconds
+    after an item for those that follow (the run's steps come milliseconds apart). Closing does not
+    wait for the linger.
+    """
+
+    def __init__(self, store: Store, session_id: str, linger: float = 0.0) -> None:
         self._store = store
         self._session_id = session_id
+        self._linger = linger
         self._queue: asyncio.Queue[FeedItem | None] = asyncio.Queue()
+        self._closing = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._drain())
 
     def put(self, event: str, data: dict[str, Any]) -> None:
@@ -195,6 +206,9 @@ class _FeedWriter:
         while True:
             batch: list[FeedItem] = []
             item = await self._queue.get()
+            if self._linger and item is not None and not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self._linger)
             while item is not None:
                 batch.append(item)
                 if self._queue.empty():
@@ -209,8 +223,48 @@ class _FeedWriter:
     async def close(self) -> None:
         """Publish what is queued, then stop."""
         self._queue.put_nowait(None)
+        self._closing.set()
         with contextlib.suppress(Exception):
             await self._task
+
+
+class _SharedProgress:
+    """A run's sub-task counts in a shared store, for polls that reach another process.
+
+    Written only once the run has gone on for ``delay`` seconds (a poll elsewhere sees zero counts
+    until then), and then the latest counts, one write at a time: a run of a few milliseconds
+    writes nothing, and a long one is not held up by a write per sub-task.
+    """
+
+    def __init__(self, store: Store, session_id: str, ttl_seconds: float, delay: float) -> None:
+        self._store = store
+        self._session_id = session_id
+        self._ttl_seconds = ttl_seconds
+        self._loop = asyncio.get_running_loop()
+        self._start_writing = self._loop.time() + delay
+        self._counts: tuple[int, int] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def update(self, total: int, done: int) -> None:
+        self._counts = (total, done)
+        if self._writer is None:
+            self._writer = self._loop.create_task(self._write())
+
+    async def _write(self) -> None:
+        await asyncio.sleep(max(0.0, self._start_writing - self._loop.time()))
+        written = None
+        while self._counts != written:
+            written = self._counts
+            assert written is not None
+            with contextlib.suppress(Exception):  # progress is best effort; the run goes on without it
+                await self._store.write_progress(self._session_id, *written, self._ttl_seconds)
+        self._writer = None
+
+    async def close(self) -> None:
+        """Stop writing (before the run's end deletes the counts)."""
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
 
 
 class _LoopThread:
@@ -711,20 +765,17 @@ class GenieFlow:
         run = _Run(run_id=run_id or str(ULID()), model_key=model_key, version=version)
         if store.shared and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
             return None
-        feed = _FeedWriter(store, session_id)
-        loop = asyncio.get_running_loop()
-        writes: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
-
-        async def write(total: int, done: int) -> None:
-            with contextlib.suppress(Exception):  # progress is best effort; the run goes on without it
-                await store.write_progress(session_id, total, done, self.dispatch_timeout_seconds)
+        feed = _FeedWriter(store, session_id, _FEED_LINGER_SECONDS if store.shared else 0.0)
+        shared = (
+            _SharedProgress(store, session_id, self.dispatch_timeout_seconds, _PROGRESS_DELAY_SECONDS)
+            if store.shared
+            else None
+        )
 
         def publish(total: int, done: int) -> None:
             feed.put("progress", {"total_number_of_subtasks": total, "number_of_subtasks_executed": done})
-            if store.shared:
-                task = loop.create_task(write(total, done))
-                writes.add(task)
-                task.add_done_callback(writes.discard)
+            if shared is not None:
+                shared.update(total, done)
 
         run.progress.on_change = publish
 
@@ -759,8 +810,8 @@ class GenieFlow:
                 current_run_starts.reset(starts_token)
                 if heartbeat is not None:
                     heartbeat.cancel()
-                if writes:  # progress written before the run ends, and no write left behind when the loop stops
-                    await asyncio.gather(*writes, return_exceptions=True)
+                if shared is not None:  # no progress written after the run ends
+                    await shared.close()
                 try:
                     if await self._after_run(model_key, session_id, run, undo, mark):
                         feed.put("done", {"error": None if undo else run.error})

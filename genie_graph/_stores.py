@@ -73,10 +73,28 @@ class CompressingSerializer(SerializerProtocol):
 
 @dataclass(frozen=True)
 class StoreMark:
-    """The checkpoint ids and ``(checkpoint_id, task_id, idx)`` write keys a thread had at a moment."""
+    """The checkpoint ids and ``(checkpoint_id, task_id, idx)`` write keys a thread had at a moment.
+
+    A store may mark by ``latest`` instead: every checkpoint up to that id (ids grow with time) is
+    marked, and ``writes`` lists only the writes of the latest one (the only one a run adds writes
+    to). That takes one lookup instead of a listing of the whole thread.
+    """
 
     checkpoints: frozenset[str]
     writes: frozenset[tuple[str, str, int]]
+    latest: str | None = None
+
+    def has_checkpoint(self, checkpoint_id: str) -> bool:
+        """Whether the checkpoint was there when the mark was taken."""
+        if self.latest is not None:
+            return checkpoint_id <= self.latest
+        return checkpoint_id in self.checkpoints
+
+    def has_write(self, checkpoint_id: str, task_id: str, idx: int) -> bool:
+        """Whether the write was there when the mark was taken."""
+        if self.latest is not None and checkpoint_id < self.latest:
+            return True
+        return (checkpoint_id, task_id, idx) in self.writes
 
 
 @dataclass(frozen=True)
