@@ -168,6 +168,8 @@ class _Stopped(NamedTuple):
     snapshot: StateSnapshot | None
     """Next nodes, interrupts and checkpoint as ``aget_state`` would answer (values aside); None
     unless the run streamed its checkpoints."""
+    worked: bool = True
+    """Whether a node ran (False: it stopped before its first step)."""
 
 
 @dataclass
@@ -793,11 +795,10 @@ class GenieFlow:
             try:
                 graph = await self._graph(model_key, version)
                 if step_token is not None:
-                    run.values, run.stopped = await self._work_one_invoker_state(graph, flow, config, feed)
+                    stopped = await self._work_one_invoker_state(graph, flow, config, feed)
                 else:
-                    run.values, run.stopped = await self._drive(
-                        graph, flow, command, config, feed, **self._run_options(flow)
-                    )
+                    stopped = await self._drive(graph, flow, command, config, feed, **self._run_options(flow))
+                run.values, run.stopped = stopped.values, stopped.snapshot
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -876,6 +877,7 @@ class GenieFlow:
         values: dict[str, Any] | None = None
         checkpoint: dict[str, Any] | None = None
         interrupts: tuple[Interrupt, ...] = ()
+        worked = False
         sink = loop_safe(lambda node, text: feed.put("token", {"state": node, "text": text}))
         sinking = current_token_sink.set(sink)
         try:
@@ -887,6 +889,7 @@ class GenieFlow:
                         checkpoint = chunk
                     else:
                         interrupts += tuple(chunk.get(_INTERRUPT, ()))
+                        worked = worked or any(node != _INTERRUPT for node in chunk)
                         for update in chunk.values():
                             node = flow.node_of_update(update, values) if isinstance(update, dict) else None
                             if node is not None:
@@ -907,12 +910,21 @@ class GenieFlow:
                 tasks=(),
                 interrupts=interrupts,
             )
-        return _Stopped(values, snapshot)
+        return _Stopped(values, snapshot, worked)
 
     async def _work_one_invoker_state(
         self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig, feed: _FeedWriter
     ) -> _Stopped:
-        """A worker's share of a run: the pending invoker state, then on to the next interrupt or invoker state."""
+        """A worker's share of a run: the pending invoker state, then on to the next interrupt or invoker state.
+
+        A run that stopped before the pending invoker state resumes past it (LangGraph does not stop
+        twice before the same step): one pass works it and the user states after it, and stops
+        before the next invoker state. Work left otherwise (a migration written since, a run cut
+        off half way) stops at once that way; it is then worked a step at a time.
+        """
+        stopped = await self._drive(graph, flow, None, config, feed, interrupt_before=flow.invoker_states)
+        if stopped.worked:
+            return stopped
         while True:
             stopped = await self._drive(graph, flow, None, config, feed, interrupt_after=flow.invoker_states)
             snapshot = stopped.snapshot or await graph.aget_state(config)
