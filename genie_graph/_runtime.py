@@ -188,9 +188,10 @@ class _FollowState:
 class _FeedWriter:
     """Publishes a run's feed items in order, off the run's path: a slow store never holds a run up.
 
-    On a shared store each batch is a round trip to Redis, so the writer lingers ``linger`` seconds
-    after an item for those that follow (the run's steps come milliseconds apart). Closing does not
-    wait for the linger.
+    A process-local store hands each item to its subscribers at once. On a shared store each batch
+    is a round trip to Redis, made by a task of its own, which lingers ``linger`` seconds after an
+    item for those that follow (the run's steps come milliseconds apart). Closing does not wait for
+    the linger.
     """
 
     def __init__(self, store: Store, session_id: str, linger: float = 0.0) -> None:
@@ -199,10 +200,13 @@ class _FeedWriter:
         self._linger = linger
         self._queue: asyncio.Queue[FeedItem | None] = asyncio.Queue()
         self._closing = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._drain())
+        self._task = asyncio.get_running_loop().create_task(self._drain()) if store.shared else None
 
     def put(self, event: str, data: dict[str, Any]) -> None:
-        self._queue.put_nowait({"event": event, "data": data})
+        if self._task is None:
+            self._store.deliver(self._session_id, [{"event": event, "data": data}])
+        else:
+            self._queue.put_nowait({"event": event, "data": data})
 
     async def _drain(self) -> None:
         while True:
@@ -224,6 +228,8 @@ class _FeedWriter:
 
     async def close(self) -> None:
         """Publish what is queued, then stop."""
+        if self._task is None:
+            return
         self._queue.put_nowait(None)
         self._closing.set()
         with contextlib.suppress(Exception):
@@ -814,7 +820,7 @@ class GenieFlow:
                 if shared is not None:  # no progress written after the run ends
                     await shared.close()
                 try:
-                    if await self._after_run(model_key, session_id, run, undo, mark):
+                    if await self._after_run(model_key, session_id, run, undo, mark, step_token):
                         feed.put("done", {"error": None if undo else run.error})
                     await feed.close()
                 finally:
@@ -828,10 +834,19 @@ class GenieFlow:
         run.task = asyncio.get_running_loop().create_task(traced)
         return run
 
-    async def _after_run(self, model_key: str, session_id: str, run: _Run, undo: bool, mark: StoreMark | None) -> bool:
+    async def _after_run(
+        self,
+        model_key: str,
+        session_id: str,
+        run: _Run,
+        undo: bool,
+        mark: StoreMark | None,
+        step_token: str | None = None,
+    ) -> bool:
         """Undo a refused event or prune the checkpoints; then queue what a worker does next, or end the run.
 
-        Returns whether the run ended (False: a worker goes on with it).
+        Returns whether the run ended (False: a worker goes on with it). A worker's run (``step_token``)
+        frees the session's step before queueing the next one, which another worker may take at once.
         """
         store = await self._open_store()
         try:
@@ -845,6 +860,8 @@ class GenieFlow:
                     self._config(model_key, session_id)
                 )
                 if self._interrupted_run(flow, snapshot):
+                    if step_token is not None:  # else the queued task could find the step taken, and be dropped
+                        await store.drop_step(session_id, step_token)
                     await self._dispatch(model_key, session_id, run.run_id, snapshot)
                     return False  # the lease goes on with the queued work
         except Exception as exc:

@@ -213,6 +213,10 @@ class Store(ABC):
     # ---- the session feed: what runs do, as it happens, for streaming clients -----------
     async def publish(self, session_id: str, items: list[FeedItem]) -> None:
         """Tell the session's subscribers, in this process (a shared store: in every process)."""
+        self.deliver(session_id, items)
+
+    def deliver(self, session_id: str, items: list[FeedItem]) -> None:
+        """Tell the session's subscribers in this process, at once."""
         for queue in self._feeds.get(session_id, ()):
             for item in items:
                 queue.put_nowait(item)
