@@ -198,9 +198,11 @@ class _FeedWriter:
         self._store = store
         self._session_id = session_id
         self._linger = linger
-        self._queue: asyncio.Queue[FeedItem | None] = asyncio.Queue()
-        self._closing = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._drain()) if store.shared else None
+        self._task: asyncio.Task[None] | None = None
+        if store.shared:
+            self._queue: asyncio.Queue[FeedItem | None] = asyncio.Queue()
+            self._closing = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._drain())
 
     def put(self, event: str, data: dict[str, Any]) -> None:
         if self._task is None:
