@@ -30,6 +30,10 @@ from ._stream import SSE_MEDIA_TYPE, event_stream
 
 DEFAULT_PREFIX = "/v1/ai"
 DEFAULT_MAX_EVENT_INPUT_BYTES = 64 * 1024
+DEFAULT_POLL_WAIT_SECONDS = 1.0
+"""How long a poll of a run in flight waits for news before answering ``["poll"]``."""
+MAX_POLL_WAIT_SECONDS = 30.0
+"""Longer, and proxies and clients' timeouts start cutting polls off."""
 
 _EXAMPLE_SESSION = "0190c3f2-6a8e-7d9b-a1f0-2c4b7e9d1a35"
 _SESSION_ID = Path(description="the session id `start_session` answered", examples=[_EXAMPLE_SESSION])
@@ -95,6 +99,7 @@ def create_app(
     api_keys: Mapping[str, str] | None = None,
     cors_origins: Sequence[str] = (),
     max_event_input_bytes: int = DEFAULT_MAX_EVENT_INPUT_BYTES,
+    poll_wait_seconds: float = DEFAULT_POLL_WAIT_SECONDS,
     genie_flow_status_codes: bool = False,
     close_flow: bool = False,
     playground: bool = True,
@@ -111,6 +116,10 @@ def create_app(
             caller that started them: another caller's session id answers 404.
         cors_origins: origins allowed to call from a browser (``["*"]`` for any).
         max_event_input_bytes: the largest ``event_input`` (UTF-8 bytes) accepted; larger answers 413.
+        poll_wait_seconds: how long a poll of a run in flight may wait for news before it answers
+            ``["poll"]``: it answers as soon as the run settles or its progress changes, so a client
+            polling every few milliseconds makes one request per change. 0 answers at once, as Genie
+            Flow does.
         genie_flow_status_codes: answer refused events with 500, as Genie Flow does, instead of 409/422.
         close_flow: close ``flow`` when the app shuts down.
         playground: serve the playground, a web page to chat with the flows and watch their state
@@ -124,6 +133,8 @@ def create_app(
     """
     if max_event_input_bytes < 1:
         raise ValueError(f"max_event_input_bytes must be at least 1, got {max_event_input_bytes}")
+    if not 0 <= poll_wait_seconds <= MAX_POLL_WAIT_SECONDS:
+        raise ValueError(f"poll_wait_seconds must be between 0 and {MAX_POLL_WAIT_SECONDS:g}, got {poll_wait_seconds}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
 
     @asynccontextmanager
@@ -217,7 +228,7 @@ def create_app(
         check_size(event.event_input)
         await check_owner(model_key, event.session_id, caller)
         if event.event == POLL:
-            return await flow.aprocess_event(model_key, event)
+            return await flow.aprocess_event(model_key, event, wait=poll_wait_seconds)
         return await flow.asend_event(model_key, event)
 
     @router.post(
@@ -495,6 +506,12 @@ def settings_from_env() -> dict[str, Any]:
     limit = os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", "").strip()
     if limit:
         options["max_event_input_bytes"] = int(limit)
+    poll_wait = os.environ.get("GENIE_GRAPH_POLL_WAIT", "").strip()
+    if poll_wait:
+        try:
+            options["poll_wait_seconds"] = float(poll_wait)
+        except ValueError:
+            raise ValueError(f"GENIE_GRAPH_POLL_WAIT={poll_wait!r} is not a number of seconds, e.g. 1 or 0.5") from None
     roles = os.environ.get("GENIE_GRAPH_API_ROLES", "").strip()
     if roles:
         options["roles"] = parse_roles(roles)

@@ -501,6 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the largest event_input accepted (65536)",
     )
     serve.add_argument(
+        "--poll-wait",
+        type=float,
+        default=float(os.environ.get("GENIE_GRAPH_POLL_WAIT", "1")),
+        metavar="SECONDS",
+        help="how long a poll of a run in flight waits for the run to settle or report progress before "
+        'answering ["poll"] (1); 0 answers at once, as Genie Flow does',
+    )
+    serve.add_argument(
         "--genie-flow-status-codes",
         action="store_true",
         help="answer refused events with 500 as Genie Flow does, instead of 409/422",
@@ -540,6 +548,8 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_event_input < 1:
         raise UsageError(f"--max-event-input must be at least 1, got {args.max_event_input}")
+    if not 0 <= args.poll_wait <= 30:
+        raise UsageError(f"--poll-wait must be between 0 and 30 seconds, got {args.poll_wait}")
     if args.workers > 1 and not flow.store_url.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError(
             f"--workers {args.workers} needs a store shared by processes: pass --store redis://host:port/0 "
@@ -549,6 +559,7 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         "GENIE_GRAPH_API_PREFIX": args.prefix,
         "GENIE_GRAPH_CORS_ORIGINS": args.cors_origins,
         "GENIE_GRAPH_MAX_EVENT_INPUT": str(args.max_event_input),
+        "GENIE_GRAPH_POLL_WAIT": str(args.poll_wait),
         "GENIE_GRAPH_GENIE_FLOW_STATUS_CODES": "1" if args.genie_flow_status_codes else "",
         "GENIE_GRAPH_PLAYGROUND": "1" if args.playground else "0",
     }

@@ -330,6 +330,10 @@ def _polling(session_id: str, progress: AIProgressResponse) -> AIResponse:
     return AIResponse(session_id=session_id, next_actions=[POLL], progress=progress)
 
 
+def _still_polling(answer: AIResponse) -> bool:
+    return answer.next_actions == [POLL] and answer.error is None
+
+
 def _progress_of(total: int, done: int) -> AIProgressResponse:
     return AIProgressResponse(total_number_of_subtasks=total, number_of_subtasks_executed=done)
 
@@ -1211,6 +1215,44 @@ class GenieFlow:
             return AIResponse(session_id=session_id, next_actions=[POLL])
         return self._answer(flow, model)
 
+    async def _poll_waiting(self, model_key: str, session_id: str, wait: float) -> AIResponse:
+        """A poll that, while a run is in flight, waits up to ``wait`` seconds for news: the run settling,
+        or its sub-task counts changing. The answer is a plain poll's, given as soon as it changes."""
+        first = await self._poll(model_key, session_id)
+        if wait <= 0 or not _still_polling(first):
+            return first
+        deadline = time.monotonic() + wait
+        store = await self._open_store()
+        async with store.subscribe(session_id) as queue:
+            done_seen = False
+            while True:
+                answer = await self._poll(model_key, session_id)  # looked at after subscribing: no news is lost
+                remaining = deadline - time.monotonic()
+                if not _still_polling(answer) or answer.progress != first.progress or remaining <= 0:
+                    return answer
+                check = _FOLLOW_AFTER_DONE_SECONDS if done_seen else _FOLLOW_CHECK_SECONDS
+                news = await self._news(session_id, queue, min(remaining, check))
+                done_seen = done_seen or (news is not None and news["event"] == "done")
+
+    async def _news(self, session_id: str, queue: asyncio.Queue[FeedItem], timeout: float) -> FeedItem | None:
+        """The run's next ``progress`` or ``done`` item (a run in this process: or its end); None on timeout."""
+
+        async def next_news() -> FeedItem:
+            while (item := await queue.get())["event"] not in ("progress", "done"):
+                pass
+            return item
+
+        getter = asyncio.ensure_future(next_news())
+        run = self._in_flight(session_id)
+        waiting: set[asyncio.Future[Any]] = {getter} if run is None or run.task is None else {getter, run.task}
+        try:
+            finished, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            getter.cancel()
+        if getter in finished and not getter.cancelled():
+            return getter.result()
+        return {"event": "done", "data": {}} if finished else None  # the run here ended
+
     async def _resume_cut_off_run(
         self, model_key: str, session_id: str, flow: CompiledFlow, snapshot: StateSnapshot
     ) -> bool:
@@ -1529,9 +1571,9 @@ class GenieFlow:
         """Async twin of :meth:`approvals`."""
         return await self._async(self._approvals(model_key, session_id))
 
-    async def _process_event(self, model_key: str, event: EventInput) -> AIResponse:
+    async def _process_event(self, model_key: str, event: EventInput, wait: float = 0.0) -> AIResponse:
         if event.event == POLL:
-            return await self._poll(model_key, event.session_id)
+            return await self._poll_waiting(model_key, event.session_id, wait)
         try:
             return await self._send(model_key, event)
         except EventNotAllowed as refused:
@@ -1541,7 +1583,7 @@ class GenieFlow:
         except EventFailed as failed:
             return AIResponse(session_id=event.session_id, error=str(failed), next_actions=failed.allowed)
 
-    def process_event(self, model_key: str, event: EventInput) -> AIResponse:
+    def process_event(self, model_key: str, event: EventInput, *, wait: float = 0.0) -> AIResponse:
         """Send an event (or ``poll``) to a session.
 
         An event into a user state answers with the rendered response and the next events.
@@ -1549,17 +1591,21 @@ class GenieFlow:
         invoker runs; ``poll`` answers ``["poll"]`` with progress until the run settles, then the
         latest response (or the invoker's error in ``error``) and the next events.
 
+        ``wait``: how long (seconds) a ``poll`` of a run in flight may wait for news before it
+        answers ``["poll"]``. It answers as soon as the run settles or its progress changes, so a
+        client polling in a loop makes one request per change instead of one per interval.
+
         A refused event (not allowed in this state, conditions failing, a run in flight)
         answers with ``error`` set and leaves the session unchanged.
 
         Raises:
             UnknownModelKey, UnknownSession: the key or session does not exist.
         """
-        return self._sync(self._process_event(model_key, event))
+        return self._sync(self._process_event(model_key, event, wait))
 
-    async def aprocess_event(self, model_key: str, event: EventInput) -> AIResponse:
+    async def aprocess_event(self, model_key: str, event: EventInput, *, wait: float = 0.0) -> AIResponse:
         """Async twin of :meth:`process_event`."""
-        return await self._async(self._process_event(model_key, event))
+        return await self._async(self._process_event(model_key, event, wait))
 
     def send_event(self, model_key: str, event: EventInput) -> AIResponse:
         """Like :meth:`process_event`, but a refused event raises instead of answering an error.

@@ -76,6 +76,10 @@ FILES = {
     "gate/fast.jinja2": "go {{ actor_input }}",
     "gate/hold.jinja2": "hold {{ actor_input }}",
     "gate/item.jinja2": "{{ map_value }}",
+    # turnstile: content starting with "step" waits until the test admits it, one call at a time
+    "turn/meta.yaml": "invoker:\n  type: python\n  callable: tests.flows_port.sync:turnstiled\n",
+    "turn/a.jinja2": "step a {{ actor_input }}",
+    "turn/b.jinja2": "step b",
     # failing invokers
     "broken/meta.yaml": (
         'invoker:\n  type: tests.flows_port.probes.Broken\n  on_error: "fallback for {{ actor_input }} ({{ error }})"\n'
@@ -127,6 +131,7 @@ def tree(tmp_path: Path) -> Path:
 @pytest.fixture
 def genie(tree: Path) -> Iterator[GenieFlow]:
     sync.GATE = sync.Gate()
+    sync.TURNSTILE = sync.Turnstile()
     flow = GenieFlow(template_root=tree, store="memory://")
     try:
         yield flow
@@ -529,3 +534,50 @@ def test_retries_exhausted_report_the_last_failure(
     assert probes.Flaky.attempts[key] == 3  # the first try and two retries
     assert answer.error is not None
     assert "flaky failure 3" in answer.error
+
+
+# ---------------------------------------------------------------------------------------------
+# a poll that waits for news
+
+
+def _admit_once_a_poll_waits(flow: GenieFlow, session_id: str) -> threading.Thread:
+    """Admit one turnstile call as soon as a poll of the session waits for news (it has subscribed)."""
+
+    def admit() -> None:
+        deadline = time.monotonic() + 10
+        while session_id not in flow._store._feeds and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.001)
+        sync.TURNSTILE.admitted.release()
+
+    admitter = threading.Thread(target=admit)
+    admitter.start()
+    return admitter
+
+
+def test_a_waiting_poll_answers_once_the_progress_changes_then_once_the_run_settles(genie: GenieFlow) -> None:
+    session_id = start(genie, ["turn/a.jinja2", "turn/b.jinja2"])
+    genie.process_event(KEY, EventInput(session_id=session_id, event="user_input", event_input="x"))
+    assert _in_flight(poll(genie, session_id)) == (4, 0)  # a | hand-over | b | trigger; a waits
+    wait = EventInput(session_id=session_id, event=POLL, event_input="")
+
+    admitter = _admit_once_a_poll_waits(genie, session_id)
+    moved = genie.process_event(KEY, wait, wait=30)
+    admitter.join()
+    assert _in_flight(moved)[1] >= 1  # a is done, b waits: the poll answered the new counts, not the end
+
+    admitter = _admit_once_a_poll_waits(genie, session_id)
+    answers = [genie.process_event(KEY, wait, wait=30)]
+    admitter.join()
+    while answers[-1].next_actions == [POLL] and len(answers) < 5:  # b's count, then the end
+        answers.append(genie.process_event(KEY, wait, wait=30))
+    assert [_in_flight(answer)[1] for answer in answers[:-1]] == sorted({_in_flight(a)[1] for a in answers[:-1]})
+    final = answers[-1]
+    assert final.error is None and final.next_actions == ["user_input"]
+    assert final.response == "done:step b"
+
+
+def test_a_waiting_poll_of_a_settled_session_answers_at_once(genie: GenieFlow) -> None:
+    session_id = start(genie, "gate/input.jinja2")
+    assert send(genie, KEY, session_id, "user_input", "now").response == "done:now"
+    answer = genie.process_event(KEY, EventInput(session_id=session_id, event=POLL, event_input=""), wait=30)
+    assert answer.response == "done:now" and answer.next_actions == ["user_input"]

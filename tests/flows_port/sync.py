@@ -41,6 +41,26 @@ class Gate:
 GATE = Gate()
 
 
+class Turnstile:
+    """Lets calls whose content starts with ``step`` through one at a time, as the test admits them."""
+
+    def __init__(self) -> None:
+        self.admitted = threading.Semaphore(0)
+
+    def pass_through(self, content: str) -> str:
+        if content.startswith("step") and not self.admitted.acquire(timeout=WAIT_SECONDS):
+            raise TimeoutError("the turnstile never admitted the call")
+        return f"done:{content}"
+
+
+TURNSTILE = Turnstile()
+
+
+def turnstiled(content: str) -> str:
+    """Pass through TURNSTILE: content starting with ``step`` waits until the test admits it."""
+    return TURNSTILE.pass_through(content)
+
+
 def barrier_echo(content: str) -> str:
     """Wait (in a worker thread) until BARRIER's parties all arrive, then answer ``content``."""
     assert BARRIER is not None, "set tests.flows_port.sync.BARRIER first"
