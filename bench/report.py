@@ -14,6 +14,10 @@ def _ms(value: Any) -> str:
     return "—" if value is None else f"{value:.1f} ms"
 
 
+def _count(value: Any) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
 def _ratio(ours: Any, theirs: Any, higher_is_better: bool = False) -> str:
     if not ours or not theirs:
         return ""
@@ -54,6 +58,7 @@ def markdown(results: dict[str, Any]) -> str:
     row("start_session p50", get("start", "p50_ms"))
     row("full turn p50 (polled 2 ms)", get("turn", "p50_ms"))
     row("full turn p99 (polled 2 ms)", get("turn", "p99_ms"))
+    row("… polls per turn", get("turn", "polls_per_turn"), _count)
     row("full turn p50 (SSE)", get("turn_sse", "p50_ms"))
     row("user→user p50", get("user_to_user", "p50_ms"))
     for level in results["config"]["concurrency"]:
@@ -84,6 +89,7 @@ def markdown(results: dict[str, Any]) -> str:
         get("slow", "wall_s"),
         lambda v: "—" if v is None else f"{v:.2f} s",
     )
+    row("… polls per turn", get("slow", "polls_per_turn"), _count)
     failures = []
     for name in names:
         result = targets[name]

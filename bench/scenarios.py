@@ -61,6 +61,8 @@ class Timings:
     seconds: list[float] = field(default_factory=list)
     failures: int = 0
     errors: list[str] = field(default_factory=list)
+    polls: int = 0
+    """Polls the turns made (the event aside)."""
 
     def add_failure(self, error: BaseException | str) -> None:
         self.failures += 1
@@ -82,6 +84,9 @@ class Timings:
             "p90_ms": percentile(90),
             "p99_ms": percentile(99),
             "mean_ms": round(1000 * statistics.fmean(ordered), 3) if ordered else None,
+            "polls_per_turn": round(self.polls / (len(ordered) + self.failures), 2)
+            if ordered or self.failures
+            else None,
             "errors": self.errors,
         }
 
@@ -105,14 +110,18 @@ async def send(client: httpx.AsyncClient, model_key: str, session_id: str, event
     return await _json(await client.post(f"/{model_key}/event", json=payload))
 
 
-async def polled_turn(client: httpx.AsyncClient, model_key: str, session_id: str, text: str) -> str:
-    """An event into the invoker state, then polls 2 ms apart until the answer."""
+async def polled_turn(
+    client: httpx.AsyncClient, model_key: str, session_id: str, text: str, counted: Timings | None = None
+) -> str:
+    """An event into the invoker state, then polls 2 ms apart until the answer (counted in ``counted``)."""
     answer = await send(client, model_key, session_id, "user_input", text)
     deadline = time.monotonic() + TURN_TIMEOUT
     while answer["next_actions"] == ["poll"]:
         if time.monotonic() > deadline:
             raise TurnFailed(f"no answer within {TURN_TIMEOUT} s")
         await asyncio.sleep(POLL_INTERVAL)
+        if counted is not None:
+            counted.polls += 1
         answer = await send(client, model_key, session_id, "poll", "")
     return str(answer.get("response"))
 
@@ -155,12 +164,15 @@ async def start_latency(client: httpx.AsyncClient, count: int) -> Timings:
 async def turn_latency(client: httpx.AsyncClient, turns: int, streamed: bool = False) -> Timings:
     """Sequential full turns in one session (a fresh session every 20 turns)."""
     timings = Timings()
-    turn = streamed_turn if streamed else polled_turn
     session_id = ""
     for n in range(turns):
         if n % 20 == 0:
             session_id = await start_session(client, "qa")
-        await _timed(timings, lambda: turn(client, "qa", session_id, f"question {n}"))  # noqa: B023
+        text = f"question {n}"
+        if streamed:
+            await _timed(timings, lambda: streamed_turn(client, "qa", session_id, text))  # noqa: B023
+        else:
+            await _timed(timings, lambda: polled_turn(client, "qa", session_id, text, timings))  # noqa: B023
     return timings
 
 
@@ -198,7 +210,8 @@ async def throughput(clients: Clients, sessions: int, seconds: float, model_key:
     async def one_client(index: int, session_id: str) -> None:
         client, n = clients[index], 0
         while time.monotonic() < stop_at:
-            await _timed(timings, lambda: polled_turn(client, model_key, session_id, f"q {index}.{n}"))  # noqa: B023
+            text = f"q {index}.{n}"
+            await _timed(timings, lambda: polled_turn(client, model_key, session_id, text, timings))  # noqa: B023
             n += 1
 
     began = time.perf_counter()
@@ -242,7 +255,10 @@ async def slow_llm(clients: Clients, sessions: int) -> dict[str, Any]:
     ids = await _open_sessions(clients, sessions, "qa_slow", timings)
     began = time.perf_counter()
     await asyncio.gather(
-        *(_timed(timings, lambda i=i, sid=sid: polled_turn(clients[i], "qa_slow", sid, "slow")) for i, sid in ids)  # type: ignore[misc]
+        *(
+            _timed(timings, lambda i=i, sid=sid: polled_turn(clients[i], "qa_slow", sid, "slow", timings))  # type: ignore[misc]
+            for i, sid in ids
+        )
     )
     return {"sessions": sessions, "wall_s": round(time.perf_counter() - began, 2), **timings.summary()}
 
