@@ -3,7 +3,8 @@
 The hand-written graph is ``../shared/peers/langgraph-bare``'s Q&A flow (intro, interrupt, an echo
 node, a user state, interrupt ...), with a pydantic state holding the dialogue. genie-graph runs
 the benchmark's ``qa`` flow through its runtime on the same event loop, as ``genie-graph serve`` does
-(``aprocess_event``, then waiting for the run). Both write checkpoints as genie-graph's store does
+(``aprocess_event``, waiting for the run, then the poll that collects the answer: the hand-written
+graph's ``ainvoke`` hands back its state). Both write checkpoints as genie-graph's store does
 (``durability="exit"`` in memory, ``"sync"`` on SQLite and Redis) and run 5-turn sessions, so the
 figures compare with the measured floors. On SQLite both use genie-graph's saver (LangGraph's ``SqliteSaver``
 run inline on the loop, see ``_stores.InlineSqliteSaver``).
@@ -100,6 +101,10 @@ async def _bare_turns(saver: BaseCheckpointSaver[Any], sessions: int, durability
     return timings
 
 
+def poll(session_id: str) -> EventInput:
+    return EventInput(session_id=session_id, event="poll", event_input="")
+
+
 def _genie_turns(store: str, sessions: int) -> Timings:
     """The same turns through genie-graph's runtime, on the caller's event loop as a server runs it."""
     from bench.flows import create_flow
@@ -116,7 +121,10 @@ def _genie_turns(store: str, sessions: int) -> Timings:
                     began = time.perf_counter()
                     await flow.aprocess_event("qa", event)
                     await flow.await_until_ready(session_id)
+                    answer = await flow.aprocess_event("qa", poll(session_id))  # the answer, as the graph's is
                     timings.seconds.append(time.perf_counter() - began)
+                    if answer.response is None or answer.error is not None:
+                        timings.add_failure(f"no answer: {answer.model_dump()}")
         finally:
             await flow.aclose()
         return timings

@@ -91,6 +91,8 @@ _FOLLOW_CHECK_SECONDS = 1.0
 _FOLLOW_AFTER_DONE_SECONDS = 0.01
 _FOLLOW_KEEPALIVE_SECONDS = 15.0
 """A followed run quiet for this long gets its progress repeated, so proxies keep the stream open."""
+_KEPT_ANSWERS = 10_000
+"""At most this many answers are kept for sessions' next polls (see ``GenieFlow._keep_answer``)."""
 _FEED_LINGER_SECONDS = 0.005
 """On a shared store, how long a run's feed waits after an item for more, to publish them in one round trip."""
 _PROGRESS_DELAY_SECONDS = 0.2
@@ -159,6 +161,8 @@ class _Run:
     """The graph's state where the run stopped (from its stream): the answer needs no second read."""
     stopped: StateSnapshot | None = None
     """Where the run stopped (next nodes, interrupts, checkpoint), from its stream; the Celery runner's."""
+    model: GenieModel | None = None
+    """``values`` validated, while the run's own validations could be reused."""
 
 
 class _Stopped(NamedTuple):
@@ -170,6 +174,8 @@ class _Stopped(NamedTuple):
     unless the run streamed its checkpoints."""
     worked: bool = True
     """Whether a node ran (False: it stopped before its first step)."""
+    model: GenieModel | None = None
+    """``values`` validated (None without values)."""
 
 
 @dataclass
@@ -476,6 +482,9 @@ class GenieFlow:
         self._store: Store | None = None
         self._opening = asyncio.Lock()
         self._runs: dict[str, _Run] = {}
+        self._answers: dict[str, tuple[AIResponse, int]] = {}
+        """A local store's sessions whose run ended here: the answer their next poll gets (once), and
+        the store's ``others_wrote()`` then."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._group = GroupProcessor(self)
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -777,6 +786,7 @@ class GenieFlow:
         store = await self._open_store()
         flow = self._registered[model_key].serving(version).flow
         run = _Run(run_id=run_id or str(ULID()), model_key=model_key, version=version)
+        self._answers.pop(session_id, None)
         if store.shared and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
             return None
         feed = _FeedWriter(store, session_id, _FEED_LINGER_SECONDS if store.shared else 0.0)
@@ -810,7 +820,7 @@ class GenieFlow:
                     stopped = await self._work_one_invoker_state(graph, flow, config, feed)
                 else:
                     stopped = await self._drive(graph, flow, command, config, feed, **self._run_options(flow))
-                run.values, run.stopped = stopped.values, stopped.snapshot
+                run.values, run.stopped, run.model = stopped.values, stopped.snapshot, stopped.model
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -827,6 +837,8 @@ class GenieFlow:
                     await shared.close()
                 try:
                     if await self._after_run(model_key, session_id, run, undo, mark, step_token):
+                        if not undo:
+                            self._keep_answer(model_key, session_id, run, report)
                         feed.put("done", {"error": None if undo else run.error})
                     await feed.close()
                 finally:
@@ -839,6 +851,27 @@ class GenieFlow:
         traced = _tracing.traced_run(self._tracing_settings, execute(), model_key, session_id, run)
         run.task = asyncio.get_running_loop().create_task(traced)
         return run
+
+    def _keep_answer(self, model_key: str, session_id: str, run: _Run, report: EventReport | None) -> None:
+        """Keep a run's answer for the session's next poll, which then reads nothing back from the store.
+
+        Only where this process is the session's only writer (a local store, the inline runner), for a
+        run that ended well, on the current flow version, with no tool call waiting (its request may
+        expire by the poll), and whose sender was told to poll.
+        """
+        store, model = self._store, run.model
+        if store is None or store.shared or self.runner == "celery" or run.error is not None or model is None:
+            return
+        registered = self._registered[model_key]
+        if model.flow_version not in (None, registered.version) or pending_approval(model) is not None:
+            return
+        if report is not None and not (
+            report.accepted and registered.flow.node_kind(report.target) is StateKind.INVOKER  # type: ignore[arg-type]
+        ):
+            return  # the event was answered with the response itself
+        self._answers[session_id] = (self._answer(registered.flow, model), store.others_wrote())
+        if len(self._answers) > _KEPT_ANSWERS:  # sessions nobody polled: the oldest go
+            del self._answers[next(iter(self._answers))]
 
     async def _after_run(
         self,
@@ -898,6 +931,7 @@ class GenieFlow:
             modes.append("checkpoints")
         stream = graph.astream(command, config, durability=store.durability, stream_mode=modes, **options)
         values: dict[str, Any] | None = None
+        model: GenieModel | None = None
         checkpoint: dict[str, Any] | None = None
         interrupts: tuple[Interrupt, ...] = ()
         worked = False
@@ -917,10 +951,12 @@ class GenieFlow:
                             node = flow.node_of_update(update, values) if isinstance(update, dict) else None
                             if node is not None:
                                 feed.put("state", _state_item(flow, node))
+                if values is not None:
+                    values = {key: value for key, value in values.items() if key != _INTERRUPT}
+                    if self.runner != "celery":  # answered here: the lists the run's nodes validated are reused
+                        model = validate(flow.model_class, values)
         finally:
             current_token_sink.reset(sinking)
-        if values is not None:
-            values = {key: value for key, value in values.items() if key != _INTERRUPT}
         snapshot = None
         if checkpoint is not None:
             snapshot = StateSnapshot(
@@ -933,7 +969,7 @@ class GenieFlow:
                 tasks=(),
                 interrupts=interrupts,
             )
-        return _Stopped(values, snapshot, worked)
+        return _Stopped(values, snapshot, worked, model)
 
     async def _work_one_invoker_state(
         self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig, feed: _FeedWriter
@@ -1194,6 +1230,10 @@ class GenieFlow:
             if running_key != model_key:  # another key's session, or none: the record says which
                 await self._record(model_key, session_id)
             return _polling(session_id, progress)
+        kept = self._answers.pop(session_id, None)
+        if kept is not None and kept[1] == store.others_wrote():  # (else another process wrote meanwhile)
+            await self._record(model_key, session_id)  # still there, and this key's
+            return kept[0]
         snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._flow_for(model_key, model)
         if self._in_flight(session_id) is not None:  # a run started while the snapshot was read
@@ -1418,6 +1458,8 @@ class GenieFlow:
             if store.shared:
                 await store.pop_error(session_id)
             return AIResponse(session_id=session_id, error=run.error, next_actions=[])
+        if run.model is not None:
+            return self._answer(flow, run.model)
         if run.values is not None:
             return self._answer(flow, validate(flow.model_class, run.values))
         return self._answer(flow, (await self._snapshot(model_key, session_id))[1])
@@ -2019,6 +2061,7 @@ class GenieFlow:
     def _forget_loop_state(self) -> None:
         """Drop what belongs to the loop that is going away: the next loop builds its own."""
         self._runs.clear()
+        self._answers.clear()  # the store is closed with the loop: another process may write it meanwhile
         self._locks.clear()
         self._group = GroupProcessor(self)
         self._opening = asyncio.Lock()

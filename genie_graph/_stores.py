@@ -311,6 +311,14 @@ class Store(ABC):
     async def ping(self) -> None:  # noqa: B027 - an embedded store is there while its process is
         """Raise if the store cannot be reached."""
 
+    def others_wrote(self) -> int:
+        """A number that changes whenever another connection (another process) has written the store.
+
+        What a process keeps of its own writes is good while it stays the same. Memory has no other
+        writers.
+        """
+        return 0
+
     async def close(self) -> None:  # noqa: B027 - a backend without connections has nothing to do
         """Release the backend's connections."""
 
@@ -668,6 +676,10 @@ class SqliteStore(Store):
         with self._lock:
             self._conn.executemany(sql, rows)
             self._conn.commit()
+
+    def others_wrote(self) -> int:
+        with self._lock:  # SQLite's own count of other connections' commits
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -343,3 +343,26 @@ def test_checkpoints_kept_per_session_match_keep_checkpoints(tmp_path: Path, kee
             assert len(flow.get_model("q_and_a", sid).dialogue) == 1 + 2 * 12
     finally:
         flow.close()
+
+
+def test_a_poll_sees_what_another_process_wrote_after_the_run(tmp_path: Path) -> None:
+    """The first poll after a run takes the run's answer as kept in memory, unless another writer
+    (here another connection to the same file, as another process would be) wrote the store since."""
+    store = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    poll = lambda sid: EventInput(session_id=sid, event=POLL, event_input="")  # noqa: E731
+    here, there = graphs.create_flow(store), graphs.create_flow(store)
+    try:
+        sid = here.create_new_session("q_and_a").session_id
+        here.process_event("q_and_a", EventInput(session_id=sid, event="user_input", event_input="first"))
+        here.wait_until_ready(sid)  # here keeps the answer to "first" for the next poll
+        assert "first" in (here.process_event("q_and_a", poll(sid)).response or "")  # taken from memory
+
+        here.process_event("q_and_a", EventInput(session_id=sid, event="user_input", event_input="second"))
+        here.wait_until_ready(sid)
+        answered = send(there, "q_and_a", sid, "user_input", "third")  # the other writer moves the session on
+        assert "third" in (answered.response or "")
+        polled = here.process_event("q_and_a", poll(sid))
+        assert polled == there.process_event("q_and_a", poll(sid)) and "third" in (polled.response or "")
+    finally:
+        here.close()
+        there.close()
