@@ -91,8 +91,8 @@ _FOLLOW_CHECK_SECONDS = 1.0
 _FOLLOW_AFTER_DONE_SECONDS = 0.01
 _FOLLOW_KEEPALIVE_SECONDS = 15.0
 """A followed run quiet for this long gets its progress repeated, so proxies keep the stream open."""
-_KEPT_ANSWERS = 10_000
-"""At most this many answers are kept for sessions' next polls (see ``GenieFlow._keep_answer``)."""
+_KEPT_SESSIONS = 1_000
+"""At most this many sessions are kept as their last run left them (see ``GenieFlow._keep_settled``)."""
 _FEED_LINGER_SECONDS = 0.005
 """On a shared store, how long a run's feed waits after an item for more, to publish them in one round trip."""
 _PROGRESS_DELAY_SECONDS = 0.2
@@ -163,6 +163,8 @@ class _Run:
     """Where the run stopped (next nodes, interrupts, checkpoint), from its stream; the Celery runner's."""
     model: GenieModel | None = None
     """``values`` validated, while the run's own validations could be reused."""
+    interrupts: tuple[Interrupt, ...] = ()
+    """The interrupts the run stopped at."""
 
 
 class _Stopped(NamedTuple):
@@ -176,6 +178,19 @@ class _Stopped(NamedTuple):
     """Whether a node ran (False: it stopped before its first step)."""
     model: GenieModel | None = None
     """``values`` validated (None without values)."""
+    interrupts: tuple[Interrupt, ...] = ()
+
+
+class _Settled(NamedTuple):
+    """A session as a run in this process left it."""
+
+    snapshot: StateSnapshot
+    """What the next event decides on: values and interrupts (no checkpoint, no next nodes)."""
+    model: GenieModel
+    answer: AIResponse
+    """What a poll answers."""
+    others_wrote: int
+    """The store's ``others_wrote()`` then: kept only while it stays the same."""
 
 
 @dataclass
@@ -482,9 +497,8 @@ class GenieFlow:
         self._store: Store | None = None
         self._opening = asyncio.Lock()
         self._runs: dict[str, _Run] = {}
-        self._answers: dict[str, tuple[AIResponse, int]] = {}
-        """A local store's sessions whose run ended here: the answer their next poll gets (once), and
-        the store's ``others_wrote()`` then."""
+        self._settled: dict[str, _Settled] = {}
+        """A local store's sessions as the last run here left them, oldest first."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._group = GroupProcessor(self)
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -786,7 +800,7 @@ class GenieFlow:
         store = await self._open_store()
         flow = self._registered[model_key].serving(version).flow
         run = _Run(run_id=run_id or str(ULID()), model_key=model_key, version=version)
-        self._answers.pop(session_id, None)
+        self._settled.pop(session_id, None)
         if store.shared and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
             return None
         feed = _FeedWriter(store, session_id, _FEED_LINGER_SECONDS if store.shared else 0.0)
@@ -821,6 +835,7 @@ class GenieFlow:
                 else:
                     stopped = await self._drive(graph, flow, command, config, feed, **self._run_options(flow))
                 run.values, run.stopped, run.model = stopped.values, stopped.snapshot, stopped.model
+                run.interrupts = stopped.interrupts
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -838,7 +853,7 @@ class GenieFlow:
                 try:
                     if await self._after_run(model_key, session_id, run, undo, mark, step_token):
                         if not undo:
-                            self._keep_answer(model_key, session_id, run, report)
+                            self._keep_settled(model_key, session_id, run)
                         feed.put("done", {"error": None if undo else run.error})
                     await feed.close()
                 finally:
@@ -852,12 +867,11 @@ class GenieFlow:
         run.task = asyncio.get_running_loop().create_task(traced)
         return run
 
-    def _keep_answer(self, model_key: str, session_id: str, run: _Run, report: EventReport | None) -> None:
-        """Keep a run's answer for the session's next poll, which then reads nothing back from the store.
+    def _keep_settled(self, model_key: str, session_id: str, run: _Run) -> None:
+        """Keep the session as a run that ended well left it: its polls and its next event read nothing back.
 
-        Only where this process is the session's only writer (a local store, the inline runner), for a
-        run that ended well, on the current flow version, with no tool call waiting (its request may
-        expire by the poll), and whose sender was told to poll.
+        Only where this process is the session's only writer (a local store, the inline runner), on the
+        current flow version, with no tool call waiting (its request may expire meanwhile).
         """
         store, model = self._store, run.model
         if store is None or store.shared or self.runner == "celery" or run.error is not None or model is None:
@@ -865,13 +879,33 @@ class GenieFlow:
         registered = self._registered[model_key]
         if model.flow_version not in (None, registered.version) or pending_approval(model) is not None:
             return
-        if report is not None and not (
-            report.accepted and registered.flow.node_kind(report.target) is StateKind.INVOKER  # type: ignore[arg-type]
-        ):
-            return  # the event was answered with the response itself
-        self._answers[session_id] = (self._answer(registered.flow, model), store.others_wrote())
-        if len(self._answers) > _KEPT_ANSWERS:  # sessions nobody polled: the oldest go
-            del self._answers[next(iter(self._answers))]
+        snapshot = StateSnapshot(
+            values=run.values or {},
+            next=(),  # (only read where there are no interrupts: a run that ended here stopped at one, or at the end)
+            config=self._config(model_key, session_id),
+            metadata={},
+            created_at=None,
+            parent_config=None,
+            tasks=(),
+            interrupts=run.interrupts,
+        )
+        answer = self._answer(registered.flow, model)
+        self._settled[session_id] = _Settled(snapshot, model, answer, store.others_wrote())
+        if len(self._settled) > _KEPT_SESSIONS:  # the oldest go
+            del self._settled[next(iter(self._settled))]
+
+    def _settled_now(self, model_key: str, session_id: str) -> _Settled | None:
+        """The session as the last run here left it, if nothing changed it since (in another process either)."""
+        settled = self._settled.get(session_id)
+        if settled is None:
+            return None
+        store = self._store
+        if store is None or settled.others_wrote != store.others_wrote():
+            self._settled.clear()  # another process wrote the store: any of them may have changed
+            return None
+        if settled.model.flow_version not in (None, self._registered[model_key].version):
+            return None  # another key's session, or its flow was registered again since
+        return settled
 
     async def _after_run(
         self,
@@ -969,7 +1003,7 @@ class GenieFlow:
                 tasks=(),
                 interrupts=interrupts,
             )
-        return _Stopped(values, snapshot, worked, model)
+        return _Stopped(values, snapshot, worked, model, interrupts)
 
     async def _work_one_invoker_state(
         self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig, feed: _FeedWriter
@@ -1230,10 +1264,10 @@ class GenieFlow:
             if running_key != model_key:  # another key's session, or none: the record says which
                 await self._record(model_key, session_id)
             return _polling(session_id, progress)
-        kept = self._answers.pop(session_id, None)
-        if kept is not None and kept[1] == store.others_wrote():  # (else another process wrote meanwhile)
+        settled = self._settled_now(model_key, session_id)
+        if settled is not None:
             await self._record(model_key, session_id)  # still there, and this key's
-            return kept[0]
+            return settled.answer
         snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._flow_for(model_key, model)
         if self._in_flight(session_id) is not None:  # a run started while the snapshot was read
@@ -1404,7 +1438,11 @@ class GenieFlow:
             await self._record(model_key, session_id)
             raise SessionBusy(session_id, event.event)
         record = await self._record(model_key, session_id)
-        snapshot, model = await self._snapshot(model_key, session_id, record)
+        settled = self._settled_now(model_key, session_id)
+        if settled is not None:
+            snapshot, model = settled.snapshot, settled.model
+        else:
+            snapshot, model = await self._snapshot(model_key, session_id, record)
         flow = self._flow_for(model_key, model)
         if self._in_flight(session_id) is not None:  # started while the snapshot was read
             raise SessionBusy(session_id, event.event)
@@ -2061,7 +2099,7 @@ class GenieFlow:
     def _forget_loop_state(self) -> None:
         """Drop what belongs to the loop that is going away: the next loop builds its own."""
         self._runs.clear()
-        self._answers.clear()  # the store is closed with the loop: another process may write it meanwhile
+        self._settled.clear()  # the store is closed with the loop: another process may write it meanwhile
         self._locks.clear()
         self._group = GroupProcessor(self)
         self._opening = asyncio.Lock()

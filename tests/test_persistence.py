@@ -366,3 +366,23 @@ def test_a_poll_sees_what_another_process_wrote_after_the_run(tmp_path: Path) ->
     finally:
         here.close()
         there.close()
+
+
+def test_an_event_is_decided_on_what_another_process_wrote_after_the_run(tmp_path: Path) -> None:
+    """An event after a run here decides on the session as that run left it, unless another writer
+    (another connection to the same file) wrote the store since: here it ended the session."""
+    store = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    here, there = graphs.create_flow(store), graphs.create_flow(store)
+    try:
+        sid = here.create_new_session("q_and_a_cond").session_id
+        assert send(here, "q_and_a_cond", sid, "user_input", "hello").next_actions == ["user_input"]
+        assert send(there, "q_and_a_cond", sid, "user_input", "*STOP*").next_actions == []  # the outro: final
+        refused = here.process_event("q_and_a_cond", EventInput(session_id=sid, event="user_input", event_input="more"))
+        assert refused.error is not None and "outro" in refused.error, refused
+        assert (
+            here.get_model("q_and_a_cond", sid).dialogue[-1].actor_text
+            == there.get_model("q_and_a_cond", sid).dialogue[-1].actor_text
+        )
+    finally:
+        here.close()
+        there.close()
