@@ -185,7 +185,7 @@ class _Settled(NamedTuple):
     """A session as a run in this process left it."""
 
     snapshot: StateSnapshot
-    """What the next event decides on: values and interrupts (no checkpoint, no next nodes)."""
+    """What the next event decides on besides the model: its interrupts (no values, checkpoint or next nodes)."""
     model: GenieModel
     answer: AIResponse
     """What a poll answers."""
@@ -880,7 +880,7 @@ class GenieFlow:
         if model.flow_version not in (None, registered.version) or pending_approval(model) is not None:
             return
         snapshot = StateSnapshot(
-            values=run.values or {},
+            values={},  # (the model holds them)
             next=(),  # (only read where there are no interrupts: a run that ended here stopped at one, or at the end)
             config=self._config(model_key, session_id),
             metadata={},
