@@ -496,14 +496,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-event-input",
         type=int,
-        default=int(os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", str(64 * 1024))),
+        default=os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", str(64 * 1024)),
         metavar="BYTES",
         help="the largest event_input accepted (65536)",
     )
     serve.add_argument(
         "--poll-wait",
         type=float,
-        default=float(os.environ.get("GENIE_GRAPH_POLL_WAIT", "1")),
+        default=os.environ.get("GENIE_GRAPH_POLL_WAIT", "1"),  # (a string: argparse checks it as --poll-wait)
         metavar="SECONDS",
         help="how long a poll of a run in flight waits for the run to settle or report progress before "
         'answering ["poll"] (1); 0 answers at once, as Genie Flow does',

@@ -227,6 +227,8 @@ class RedisStore(Store):
 
     def __init__(self, url: str, saver: AsyncRedisSaver, client: Redis) -> None:
         super().__init__(url, saver)
+        # A subscription holds a pooled connection while its poll waits: most are left for commands.
+        self.held_feeds = max(1, _max_connections() // 4)
         self.client = client
         self._latest_writes = client.register_script(_LATEST_WRITES)
         self._prune = client.register_script(_PRUNE)
@@ -664,20 +666,22 @@ class RedisStore(Store):
     async def subscribe(self, session_id: str) -> AsyncIterator[asyncio.Queue[FeedItem]]:
         queue: asyncio.Queue[FeedItem] = asyncio.Queue()
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(f"genie:feed:{session_id}")
 
         async def relay() -> None:
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     queue.put_nowait(orjson.loads(message["data"]))
 
-        reader = asyncio.create_task(relay())
-        try:
+        reader: asyncio.Task[None] | None = None
+        try:  # (a subscription cut off half way gives its connection back too)
+            await pubsub.subscribe(f"genie:feed:{session_id}")
+            reader = asyncio.create_task(relay())
             yield queue
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            with contextlib.suppress(Exception):
-                await pubsub.unsubscribe()
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+                with contextlib.suppress(Exception):
+                    await pubsub.unsubscribe()
             await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -91,7 +91,7 @@ _FOLLOW_CHECK_SECONDS = 1.0
 _FOLLOW_AFTER_DONE_SECONDS = 0.01
 _FOLLOW_KEEPALIVE_SECONDS = 15.0
 """A followed run quiet for this long gets its progress repeated, so proxies keep the stream open."""
-_KEPT_SESSIONS = 1_000
+_KEPT_SESSIONS = 256
 """At most this many sessions are kept as their last run left them (see ``GenieFlow._keep_settled``)."""
 _FEED_LINGER_SECONDS = 0.005
 """On a shared store, how long a run's feed waits after an item for more, to publish them in one round trip."""
@@ -165,6 +165,8 @@ class _Run:
     """``values`` validated, while the run's own validations could be reused."""
     interrupts: tuple[Interrupt, ...] = ()
     """The interrupts the run stopped at."""
+    others_wrote: int | None = None
+    """The store's ``others_wrote()`` as the run started."""
 
 
 class _Stopped(NamedTuple):
@@ -355,6 +357,11 @@ def _still_polling(answer: AIResponse) -> bool:
     return answer.next_actions == [POLL] and answer.error is None
 
 
+def _progress_in(item: FeedItem) -> AIProgressResponse:
+    counts = item["data"]
+    return _progress_of(int(counts["total_number_of_subtasks"]), int(counts["number_of_subtasks_executed"]))
+
+
 def _progress_of(total: int, done: int) -> AIProgressResponse:
     return AIProgressResponse(total_number_of_subtasks=total, number_of_subtasks_executed=done)
 
@@ -499,6 +506,8 @@ class GenieFlow:
         self._runs: dict[str, _Run] = {}
         self._settled: dict[str, _Settled] = {}
         """A local store's sessions as the last run here left them, oldest first."""
+        self._held_feeds = 0
+        """Polls waiting for news in this process (each holds a feed subscription)."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._group = GroupProcessor(self)
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -662,8 +671,13 @@ class GenieFlow:
         if self._store is None:
             async with self._opening:  # one connection, however many callers arrive at once
                 if self._store is None:
-                    self._store = await open_store(self._store_url, self._allowed_types())
+                    store = await open_store(self._store_url, self._allowed_types())
+                    store.write_listeners.append(self._forget_settled)
+                    self._store = store
         return self._store
+
+    def _forget_settled(self, session_id: str) -> None:
+        self._settled.pop(session_id, None)
 
     async def _graph(self, model_key: str, version: str | None = None) -> CompiledStateGraph[Any]:
         """The graph of ``model_key``; of an older version kept serving its sessions when ``version`` names one."""
@@ -801,6 +815,8 @@ class GenieFlow:
         flow = self._registered[model_key].serving(version).flow
         run = _Run(run_id=run_id or str(ULID()), model_key=model_key, version=version)
         self._settled.pop(session_id, None)
+        if not store.shared:
+            run.others_wrote = store.others_wrote()
         if store.shared and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
             return None
         feed = _FeedWriter(store, session_id, _FEED_LINGER_SECONDS if store.shared else 0.0)
@@ -870,8 +886,10 @@ class GenieFlow:
     def _keep_settled(self, model_key: str, session_id: str, run: _Run) -> None:
         """Keep the session as a run that ended well left it: its polls and its next event read nothing back.
 
-        Only where this process is the session's only writer (a local store, the inline runner), on the
-        current flow version, with no tool call waiting (its request may expire meanwhile).
+        Only where this process is the session's only writer (a local store, the inline runner, no
+        other process writing the store since the run started), on the current flow version, with no
+        tool call waiting (its request may expire meanwhile). Any later checkpoint write in this
+        process (a run, ``load_sessions``, the graph's own ``update_state``) drops it.
         """
         store, model = self._store, run.model
         if store is None or store.shared or self.runner == "celery" or run.error is not None or model is None:
@@ -879,23 +897,29 @@ class GenieFlow:
         registered = self._registered[model_key]
         if model.flow_version not in (None, registered.version) or pending_approval(model) is not None:
             return
-        snapshot = StateSnapshot(
-            values={},  # (the model holds them)
-            next=(),  # (only read where there are no interrupts: a run that ended here stopped at one, or at the end)
-            config=self._config(model_key, session_id),
-            metadata={},
-            created_at=None,
-            parent_config=None,
-            tasks=(),
-            interrupts=run.interrupts,
-        )
-        answer = self._answer(registered.flow, model)
-        self._settled[session_id] = _Settled(snapshot, model, answer, store.others_wrote())
+        try:
+            others_wrote = store.others_wrote()
+            if others_wrote != run.others_wrote:
+                return
+            snapshot = StateSnapshot(
+                values={},  # (the model holds them)
+                next=(),  # (only read where there are no interrupts: a run ended here stopped at one, or at the end)
+                config=self._config(model_key, session_id),
+                metadata={},
+                created_at=None,
+                parent_config=None,
+                tasks=(),
+                interrupts=run.interrupts,
+            )
+            self._settled[session_id] = _Settled(snapshot, model, self._answer(registered.flow, model), others_wrote)
+        except Exception:  # keeping is an optimisation: the next poll reads the store instead
+            logger.exception("could not keep session %s as its run left it", session_id)
+            return
         if len(self._settled) > _KEPT_SESSIONS:  # the oldest go
             del self._settled[next(iter(self._settled))]
 
     def _settled_now(self, model_key: str, session_id: str) -> _Settled | None:
-        """The session as the last run here left it, if nothing changed it since (in another process either)."""
+        """The session as the last run here left it, if no checkpoint was written since, here or elsewhere."""
         settled = self._settled.get(session_id)
         if settled is None:
             return None
@@ -1267,7 +1291,7 @@ class GenieFlow:
         settled = self._settled_now(model_key, session_id)
         if settled is not None:
             await self._record(model_key, session_id)  # still there, and this key's
-            return settled.answer
+            return settled.answer.model_copy()
         snapshot, model = await self._snapshot(model_key, session_id)
         flow = self._flow_for(model_key, model)
         if self._in_flight(session_id) is not None:  # a run started while the snapshot was read
@@ -1295,18 +1319,28 @@ class GenieFlow:
         first = await self._poll(model_key, session_id)
         if wait <= 0 or not _still_polling(first):
             return first
-        deadline = time.monotonic() + wait
         store = await self._open_store()
-        async with store.subscribe(session_id) as queue:
-            done_seen = False
-            while True:
-                answer = await self._poll(model_key, session_id)  # looked at after subscribing: no news is lost
-                remaining = deadline - time.monotonic()
-                if not _still_polling(answer) or answer.progress != first.progress or remaining <= 0:
-                    return answer
-                check = _FOLLOW_AFTER_DONE_SECONDS if done_seen else _FOLLOW_CHECK_SECONDS
-                news = await self._news(session_id, queue, min(remaining, check))
-                done_seen = done_seen or (news is not None and news["event"] == "done")
+        if store.held_feeds is not None and self._held_feeds >= store.held_feeds:
+            return first  # as many polls wait as the store's connections allow: this one answers at once
+        deadline = time.monotonic() + wait
+        self._held_feeds += 1
+        try:
+            async with store.subscribe(session_id) as queue:
+                news: FeedItem | None = None
+                while True:
+                    answer = await self._poll(model_key, session_id)  # looked at after subscribing: no news lost
+                    remaining = deadline - time.monotonic()
+                    if not _still_polling(answer) or answer.progress != first.progress or remaining <= 0:
+                        return answer
+                    if news is not None and news["event"] == "progress":
+                        counts = _progress_in(news)
+                        if counts != first.progress:  # told by a run elsewhere before its counts are stored
+                            return _polling(session_id, counts)
+                    done = news is not None and news["event"] == "done"
+                    check = _FOLLOW_AFTER_DONE_SECONDS if done else _FOLLOW_CHECK_SECONDS
+                    news = await self._news(session_id, queue, min(remaining, check))
+        finally:
+            self._held_feeds -= 1
 
     async def _news(self, session_id: str, queue: asyncio.Queue[FeedItem], timeout: float) -> FeedItem | None:
         """The run's next ``progress`` or ``done`` item (a run in this process: or its end); None on timeout."""

@@ -168,11 +168,15 @@ class Store(ABC):
         self._starts: dict[str, tuple[str, int]] = {}
         self._reusing: set[str] = set()
         self._kept: dict[str, CheckpointTuple] = {}
+        self.write_listeners: list[Callable[[str], None]] = []
+        """Told the thread id of every checkpoint write in this process (after what the run made it)."""
         self._read_checkpoint = saver.aget_tuple
         # Instance attributes: the saver's own methods, wrapped (LangGraph calls them on the saver).
         saver.aget_tuple = self._aget_tuple  # type: ignore[method-assign]
         for name in ("aput", "aput_writes", "adelete_thread"):
             setattr(saver, name, self._forgetting(getattr(saver, name)))
+        for name in ("put", "put_writes", "delete_thread"):  # (the graph's sync API: a user's update_state)
+            setattr(saver, name, self._told(getattr(saver, name)))
 
     # ---- one checkpoint read per event ------------------------------------------------------
     @contextlib.contextmanager
@@ -208,11 +212,24 @@ class Store(ABC):
 
     def _forgetting(self, write: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def written(config: RunnableConfig, *args: Any, **kwargs: Any) -> Any:
-            thread_id = config if isinstance(config, str) else (config.get("configurable") or {}).get("thread_id")
-            self._kept.pop(str(thread_id), None)
+            self._kept.pop(self._tell(config), None)
             return await write(config, *args, **kwargs)
 
         return written
+
+    def _told(self, write: Callable[..., Any]) -> Callable[..., Any]:
+        def written(config: RunnableConfig, *args: Any, **kwargs: Any) -> Any:
+            self._tell(config)
+            return write(config, *args, **kwargs)
+
+        return written
+
+    def _tell(self, config: RunnableConfig | str) -> str:
+        """Tell the write listeners of a write to the thread; returns its id."""
+        thread_id = str(config if isinstance(config, str) else (config.get("configurable") or {}).get("thread_id"))
+        for listener in self.write_listeners:
+            listener(thread_id)
+        return thread_id
 
     # ---- the session feed: what runs do, as it happens, for streaming clients -----------
     async def publish(self, session_id: str, items: list[FeedItem]) -> None:
@@ -319,6 +336,9 @@ class Store(ABC):
         writers.
         """
         return 0
+
+    held_feeds: int | None = None
+    """How many feed subscriptions waiting polls may hold at once in this process (None: no limit)."""
 
     async def close(self) -> None:  # noqa: B027 - a backend without connections has nothing to do
         """Release the backend's connections."""

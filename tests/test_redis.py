@@ -137,3 +137,42 @@ def test_serializer_fast_path_matches_the_stock_serializer() -> None:
     assert fast.loads_typed(fast.dumps_typed({"element": element}))["element"] == element
     unlisted = b'{"lc": 2, "type": "constructor", "id": ["collections", "OrderedDict"], "kwargs": {}}'
     assert not isinstance(fast.loads_typed(("json", unlisted)), OrderedDict)  # the allow-list holds
+
+
+def test_polls_hold_no_more_feeds_than_the_connections_allow(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting poll holds a pooled connection for its subscription: at most a quarter of the pool
+    (here 1 of 4) wait at once; the others answer at once, as Genie Flow's polls do."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests import runtime_flows
+
+    monkeypatch.setenv("GENIE_GRAPH_REDIS_MAX_CONNECTIONS", "4")
+    flow = runtime_flows.create_flow(runtime_flows.write_templates(tmp_path / "templates"), redis_url)
+    name = uuid.uuid4().hex
+    held = runtime_flows.gate(name)
+    try:
+        sid = flow.create_new_session(runtime_flows.MODEL_KEY).session_id
+        event = EventInput(session_id=sid, event="user_input", event_input=f"gate:{name}")
+        assert flow.process_event(runtime_flows.MODEL_KEY, event).next_actions == ["poll"]
+        assert held.entered.wait(10)
+        poll = EventInput(session_id=sid, event="poll", event_input="")
+        with ThreadPoolExecutor(2) as pool:
+            waiting = pool.submit(flow.process_event, runtime_flows.MODEL_KEY, poll, wait=60)
+            deadline = time.monotonic() + 10
+            while flow._held_feeds == 0 and time.monotonic() < deadline:  # the first poll subscribes
+                time.sleep(0.005)
+            second = pool.submit(flow.process_event, runtime_flows.MODEL_KEY, poll, wait=60)
+            assert second.result(timeout=30).next_actions == ["poll"]  # at once: the one feed is held
+            assert not waiting.done()
+            held.release.set()
+            final = waiting.result(timeout=30)  # the held one answers when the counts change or the run settles
+        for _ in range(5):
+            if final.next_actions != ["poll"]:
+                break
+            final = flow.process_event(runtime_flows.MODEL_KEY, poll, wait=60)
+        assert final.next_actions != ["poll"] and final.error is None, final
+    finally:
+        held.release.set()
+        flow.close()

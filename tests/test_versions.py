@@ -281,6 +281,18 @@ def test_a_migrated_session_waits_in_its_mapped_state_and_migrates_once(v2: Geni
     assert model.dialogue[-4].actor_text == "hello"
 
 
+def test_loading_a_session_again_replaces_what_its_last_run_left(v2: GenieFlow) -> None:
+    """A run leaves its session kept in memory for the next poll and event; loading the session
+    again (a checkpoint written outside a run) is what they see instead."""
+    load_sessions(v2, FIXTURE)
+    bob = _fixture_ids()["Bob"]
+    assert _send(v2, bob, "user_input", "hello").response == "v2 for Bob: Thought about hello"
+    load_sessions(v2, FIXTURE)  # back to the version-1 session, as exported
+    assert _stored_version(v2, bob) == "1"
+    assert _poll(v2, bob).response == "How did we do, Bob?"
+    assert _send(v2, bob, "user_input", "again").response == "v2 for Bob: Thought about again"  # migrated again
+
+
 def test_a_refused_event_leaves_an_old_session_as_stored(v2: GenieFlow) -> None:
     load_sessions(v2, FIXTURE)
     ada = _fixture_ids()["Ada"]
