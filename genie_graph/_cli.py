@@ -548,8 +548,10 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_event_input < 1:
         raise UsageError(f"--max-event-input must be at least 1, got {args.max_event_input}")
-    if not 0 <= args.poll_wait <= 30:
-        raise UsageError(f"--poll-wait must be between 0 and 30 seconds, got {args.poll_wait}")
+    from api import MAX_POLL_WAIT_SECONDS  # (the app's own bound)
+
+    if not 0 <= args.poll_wait <= MAX_POLL_WAIT_SECONDS:
+        raise UsageError(f"--poll-wait must be between 0 and {MAX_POLL_WAIT_SECONDS:g} seconds, got {args.poll_wait}")
     if args.workers > 1 and not flow.store_url.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError(
             f"--workers {args.workers} needs a store shared by processes: pass --store redis://host:port/0 "
