@@ -33,26 +33,35 @@ import contextlib
 import os
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import CheckpointTuple
+from langgraph.checkpoint.base import CheckpointMetadata, CheckpointTuple, get_checkpoint_id
 from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+from langgraph.checkpoint.redis.base import BaseRedisSaver
 from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
-from langgraph.checkpoint.redis.util import to_storage_safe_id
+from langgraph.checkpoint.redis.util import (
+    EMPTY_ID_SENTINEL,
+    from_storage_safe_id,
+    to_storage_safe_id,
+    to_storage_safe_str,
+)
+from langgraph.constants import TASKS
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.lock import Lock
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redisvl.query import FilterQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import Tag  # type: ignore[import-untyped]
 
-from ._stores import FeedItem, RunInFlight, SessionRecord, Store, StoreMark
+from ._stores import FeedItem, KeptAnswer, RunEnd, RunInFlight, SessionLook, SessionRecord, Store, StoreMark
 from .errors import SessionBusy
 
 _WRITE_KEYS = "write_keys_zset"
@@ -75,47 +84,163 @@ redis.call('HSET', KEYS[1], 'step', ARGV[1], 'starts', starts)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return starts
 """
-_LATEST_WRITES = """
-local latest = redis.call('GET', KEYS[1])
-if not latest then
+_LOOK = """
+if ARGV[5] and not redis.call('SET', KEYS[7], ARGV[5], 'NX', 'PX', ARGV[6]) then
     return {}
 end
-local writes = redis.call('ZRANGE', ARGV[1] .. string.sub(latest, #ARGV[2] + 1), 0, -1)
-table.insert(writes, 1, latest)
-return writes
-"""
-"""The latest checkpoint's key (from its pointer, ``KEYS[1]``) and its write keys (from its registry).
-
-ARGV: the registry and checkpoint key prefixes; the keys differ only there.
-"""
-
-_PRUNE = """
-local dropped, kept, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local last_dropped = 1 + 2 * dropped
-for i = 2, last_dropped, 2 do
-    for _, write in ipairs(redis.call('ZRANGE', KEYS[i + 1], 0, -1)) do
-        redis.call('DEL', write)
-    end
-    redis.call('DEL', KEYS[i], KEYS[i + 1])
+local held = redis.call('EXISTS', KEYS[1])
+local counts = redis.call('HMGET', KEYS[2], 'total', 'done')
+local record = redis.call('HGETALL', KEYS[3])
+local failure = false
+if held == 0 and ARGV[1] == '1' then
+    failure = redis.call('GETDEL', KEYS[4])
 end
-local ttl = redis.call('TTL', KEYS[1])
-if ttl > 0 then
-    local seconds = ttl + grace
-    for i = last_dropped + 1, #KEYS do
-        redis.call('EXPIRE', KEYS[i], seconds)
+local latest = redis.call('GET', KEYS[5])
+local writes = {}
+if latest and ARGV[2] == '1' then
+    writes = redis.call('ZRANGE', ARGV[3] .. string.sub(latest, #ARGV[4] + 1), 0, -1)
+end
+local answer = {}
+if latest and held == 0 then
+    local kept = redis.call('HMGET', KEYS[6], 'checkpoint', 'model_key', 'version', 'body')
+    if kept[1] == latest then
+        answer = {kept[2], kept[3], kept[4]}
     end
-    for i = last_dropped + 1, last_dropped + 2 * kept, 2 do
-        for _, write in ipairs(redis.call('ZRANGE', KEYS[i + 1], 0, -1)) do
-            redis.call('EXPIRE', write, seconds)
+end
+return {held, counts, record, failure, latest, writes, answer}
+"""
+"""What a poll or an event needs before the checkpoint, in one trip (see ``RedisStore.look``).
+
+KEYS: the run lease, progress, session record, failure, latest-checkpoint pointer and kept answer;
+then the event lock, to take first. ARGV: whether to pop the failure (only if no run holds the
+lease), whether to list the latest checkpoint's writes (a mark), the registry and checkpoint key
+prefixes (the keys differ only there); then the event lock's token and milliseconds: an empty
+answer if another holds it.
+"""
+
+_SETTLE = """
+local function prune(session_key, index, query, keep, grace, checkpoint_prefix, registry_prefix, latest_prefix)
+    local found = redis.call('FT.SEARCH', index, query, 'NOCONTENT', 'DIALECT', 2, 'LIMIT', 0, 10000)
+    local checkpoints = {}
+    for i = 2, #found do
+        checkpoints[#checkpoints + 1] = {found[i], string.match(found[i], ':([^:]*)$')}
+    end
+    table.sort(checkpoints, function(a, b) return a[2] > b[2] end)
+    local ttl = redis.call('TTL', session_key)
+    for i, checkpoint in ipairs(checkpoints) do
+        local key, id = checkpoint[1], checkpoint[2]
+        local rest = string.sub(key, #checkpoint_prefix + 1)
+        local registry = registry_prefix .. rest
+        local writes = redis.call('ZRANGE', registry, 0, -1)
+        if i > keep then
+            for _, write in ipairs(writes) do
+                redis.call('DEL', write)
+            end
+            redis.call('DEL', key, registry)
+        elseif ttl > 0 then
+            local seconds = ttl + grace
+            for _, write in ipairs(writes) do
+                redis.call('EXPIRE', write, seconds)
+            end
+            redis.call('EXPIRE', key, seconds)
+            redis.call('EXPIRE', registry, seconds)
+            redis.call('EXPIRE', latest_prefix .. string.sub(rest, 1, #rest - #id - 1), seconds)
         end
+    end
+    return ttl
+end
+
+local ttl = prune(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7])
+if ARGV[8] == '1' then
+    if ARGV[11] == '1' then
+        redis.call('SET', KEYS[5], ARGV[12], 'EX', ARGV[13])
+    end
+    redis.call('DEL', KEYS[3])
+    redis.call('ZREM', KEYS[4], ARGV[10])
+    if redis.call('GET', KEYS[2]) == ARGV[9] then
+        redis.call('DEL', KEYS[2])
+    end
+    local pointer = redis.call('GET', KEYS[6])
+    local checkpoint_id = ARGV[14]
+    if ARGV[17] ~= '' and checkpoint_id ~= '' and pointer and string.sub(pointer, -#checkpoint_id) == checkpoint_id then
+        redis.call('HSET', KEYS[7], 'checkpoint', pointer, 'model_key', ARGV[15], 'version', ARGV[16], 'body', ARGV[17])
+        if ttl > 0 then
+            redis.call('EXPIRE', KEYS[7], ttl + tonumber(ARGV[4]))
+        end
+    else
+        redis.call('DEL', KEYS[7])
     end
 end
 return ttl
 """
-"""Drop checkpoints with their registries and writes; give the kept ones the session's expiry (and grace).
+"""After a run, in one trip: drop all but the latest checkpoints (found by the saver's search index,
+with their registries and writes) and give the kept ones the session's expiry plus a grace; then, for
+a run that ends, keep its failure, release its lease and progress, and keep its answer for the
+checkpoint it left (if that still is the latest).
 
-KEYS: the session record, then (checkpoint, registry) pairs, the dropped ones first, then the
-latest-checkpoint pointers. ARGV: the numbers of dropped and kept pairs, the grace in seconds.
+KEYS: the session record, run lease, progress, the runs' sorted set, failure, latest-checkpoint
+pointer, kept answer. ARGV: index, query, how many to keep, grace, the checkpoint, registry and
+pointer key prefixes; whether the run ends, its run id, the session id, whether it failed, the
+failure, its expiry; the checkpoint the answer is for, its model key, flow version and body.
+"""
+
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif holder then
+    return 0
+else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+"""
+"""Take (or renew, if it is ours) the run lease ``KEYS[1]`` for token ``ARGV[1]`` for ``ARGV[2]`` ms,
+and list the session ``ARGV[4]`` in the runs' sorted set ``KEYS[2]`` until ``ARGV[3]``; 0 if another
+run holds the lease. The token is what redis-py's ``Lock`` compares: renewing and releasing stay its."""
+
+_ERROR_SECONDS = 24 * 3600
+"""How long the failure of a run nobody polled is kept."""
+
+_READ = """
+local key = ARGV[1]
+if key == '' then
+    key = redis.call('GET', KEYS[1])
+    if not key then
+        return {}
+    end
+end
+local checkpoint = redis.call('JSON.GET', key)
+if not checkpoint then
+    return {}
+end
+local rest = string.sub(key, #ARGV[2] + 1)
+local id = string.match(rest, ':([^:]*)$')
+local function documents(registry, only)
+    local found = {}
+    for _, write in ipairs(redis.call('ZRANGE', registry, 0, -1)) do
+        if not only or string.find(write, only, 1, true) then
+            local document = redis.call('JSON.GET', write)
+            if document then
+                found[#found + 1] = document
+            end
+        end
+    end
+    return found
+end
+local sends = {}
+local parent = string.match(redis.call('JSON.GET', key, 'parent_checkpoint_id') or '', '^"(.*)"$')
+if parent and parent ~= '' and parent ~= ARGV[4] then
+    sends = documents(ARGV[3] .. string.sub(rest, 1, #rest - #id) .. parent, ARGV[5])
+end
+return {checkpoint, documents(ARGV[3] .. rest, nil), sends}
+"""
+"""A checkpoint with its pending writes and its parent's pending sends, as the stock saver reads them
+in seven trips (see ``_RedisSaver.aget_tuple``).
+
+KEYS: the latest-checkpoint pointer. ARGV: the checkpoint's key ('' for the latest), the checkpoint
+and registry key prefixes, the empty-id sentinel, the channel name that marks a send's write key.
 """
 
 _STARTS_TTL_SECONDS = 7 * 24 * 3600
@@ -189,8 +314,78 @@ def _serializer(allowed_types: Iterable[tuple[str, str]]) -> _Serializer:
 class _RedisSaver(AsyncRedisSaver):
     """The async saver, with the synchronous listing LangGraph's sync ``get_state_history`` needs.
 
-    Stored channel values that are plain JSON skip the stock per-node revival walk.
+    Stored channel values that are plain JSON skip the stock per-node revival walk, and a checkpoint
+    is read in one round trip (the stock read takes seven: pointer, document, its values again,
+    and the pending writes' and sends' registries and documents).
     """
+
+    _read: AsyncScript | None = None
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The stock read in one trip, built by the stock saver's own helpers."""
+        if self.ttl_config and self.ttl_config.get("refresh_on_read"):
+            return await super().aget_tuple(config)
+        configurable = config["configurable"]
+        thread_id, checkpoint_ns = configurable["thread_id"], configurable.get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        key = ""
+        if checkpoint_id and checkpoint_id != EMPTY_ID_SENTINEL:
+            key = self._make_redis_checkpoint_key(
+                to_storage_safe_id(thread_id), to_storage_safe_str(checkpoint_ns), to_storage_safe_id(checkpoint_id)
+            )
+        if self._read is None:
+            self._read = self._redis.register_script(_READ)
+        found = await self._read(
+            keys=[self._make_redis_checkpoint_latest_key(thread_id, checkpoint_ns)],
+            args=[key, self._checkpoint_prefix, _WRITE_KEYS, EMPTY_ID_SENTINEL, TASKS],
+        )
+        if not found:
+            return None
+        document, write_documents, send_documents = found
+        data = orjson.loads(document)
+        stored_checkpoint = data.get("checkpoint") or {}
+        channel_values = self._recursive_deserialize(stored_checkpoint.get("channel_values", {}))
+        sends = sorted(
+            (write for write in map(orjson.loads, send_documents) if write.get("channel") == TASKS),
+            key=lambda write: (write.get("task_path", ""), write.get("task_id", ""), write.get("idx", 0)),
+        )
+        writes: dict[tuple[str, str], dict[str, Any]] = {}
+        for write in map(orjson.loads, write_documents):
+            task_id, idx = write.get("task_id", ""), str(write.get("idx", 0))
+            writes[(task_id, idx)] = {
+                "task_id": task_id,
+                "idx": idx,
+                "channel": write.get("channel", ""),
+                "type": write.get("type", ""),
+                "blob": write.get("blob", b""),
+            }
+        metadata = data.get("metadata", "{}")
+        metadata = orjson.loads(metadata) if isinstance(metadata, str) else metadata
+        stored_id = from_storage_safe_id(data["checkpoint_id"])
+        parent_id = from_storage_safe_id(data["parent_checkpoint_id"]) if data.get("parent_checkpoint_id") else None
+        return CheckpointTuple(
+            config={
+                "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": stored_id}
+            },
+            checkpoint=self._load_checkpoint(
+                stored_checkpoint,
+                channel_values,
+                [(write.get("type", ""), write.get("blob", b"")) for write in sends],
+            ),
+            metadata=cast(
+                CheckpointMetadata,
+                {
+                    name.replace("\u0000", ""): value.replace("\u0000", "") if isinstance(value, str) else value
+                    for name, value in metadata.items()
+                },
+            ),
+            parent_config=(
+                {"configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": parent_id}}
+                if parent_id
+                else None
+            ),
+            pending_writes=BaseRedisSaver._load_writes(self.serde, writes),
+        )
 
     def _recursive_deserialize(self, obj: Any) -> Any:
         if isinstance(obj, (dict, list)) and _plain_json(obj) is not None:
@@ -230,8 +425,9 @@ class RedisStore(Store):
         # A subscription holds a pooled connection while its poll waits: most are left for commands.
         self.held_feeds = max(1, _max_connections() // 4)
         self.client = client
-        self._latest_writes = client.register_script(_LATEST_WRITES)
-        self._prune = client.register_script(_PRUNE)
+        self._look = client.register_script(_LOOK)
+        self._settle = client.register_script(_SETTLE)
+        self._claim = client.register_script(_CLAIM)
         self._count_start = client.register_script(_COUNT_START)
 
     @classmethod
@@ -318,27 +514,85 @@ class RedisStore(Store):
             pipe.zrem(self._registry_key(thread_id, write[0], write[1]), self._write_key(thread_id, write))
 
     async def prune(self, thread_id: str, keep: int) -> None:
-        # One search for the thread's checkpoints; each one's writes are found through its registry.
-        checkpoints = sorted(await self._checkpoints(thread_id), key=lambda item: item[1], reverse=True)
-        kept, dropped = checkpoints[:keep], checkpoints[keep:]
-        keys = [self._session_key(thread_id)]
-        for ns, checkpoint_id in [*dropped, *kept]:
-            keys += [
-                self._checkpoint_key(thread_id, ns, checkpoint_id),
-                self._registry_key(thread_id, ns, checkpoint_id),
+        await self.settle(thread_id, keep)
+
+    async def settle(self, thread_id: str, keep: int, end: RunEnd | None = None) -> None:
+        saver = self.saver
+        ending: list[Any] = ["0", "", "", "0", "", "", "", "", "", ""]
+        if end is not None:
+            answer = end.answer
+            ending = [
+                "1",
+                end.run_id,
+                thread_id,
+                "0" if end.error is None else "1",
+                end.error or "",
+                _ERROR_SECONDS,
+                end.checkpoint_id or "",
+                answer.model_key if answer else "",
+                answer.version if answer else "",
+                answer.body if answer else "",
             ]
-        keys += [self._latest_key(thread_id, ns) for ns in {ns for ns, _id in kept}]
-        await self._prune(keys=keys, args=[len(dropped), len(kept), EXPIRY_GRACE_SECONDS])
+        await self._settle(
+            keys=[
+                self._session_key(thread_id),
+                *(f"genie:{part}:{thread_id}" for part in ("run", "progress")),
+                _RUNS,
+                f"genie:error:{thread_id}",
+                saver._make_redis_checkpoint_latest_key(thread_id, ""),
+                f"genie:answer:{thread_id}",
+            ],
+            args=[
+                saver.checkpoints_index.name,
+                str(Tag("thread_id") == to_storage_safe_id(thread_id)),
+                keep,
+                EXPIRY_GRACE_SECONDS,
+                saver._checkpoint_prefix,
+                _WRITE_KEYS,
+                "checkpoint_latest",
+                *ending,
+            ],
+        )
+
+    async def look(self, session_id: str, *, pop_error: bool = False, mark: bool = False) -> SessionLook:
+        found = await self._looked(session_id, pop_error, mark)
+        assert found is not None
+        return found
+
+    async def _looked(
+        self, session_id: str, pop_error: bool, mark: bool, lock: Lock | None = None
+    ) -> SessionLook | None:
+        """:meth:`look`; with a ``lock``, only if that (the event lock) is free: it is taken first, in the same trip."""
+        keys = [
+            *(f"genie:{part}:{session_id}" for part in ("run", "progress")),
+            self._session_key(session_id),
+            f"genie:error:{session_id}",
+            self.saver._make_redis_checkpoint_latest_key(session_id, ""),
+            f"genie:answer:{session_id}",
+        ]
+        args: list[Any] = ["1" if pop_error else "0", "1" if mark else "0", _WRITE_KEYS, self.saver._checkpoint_prefix]
+        if lock is not None:
+            keys.append(_text(lock.name))
+            args += [lock.local.token, int(lock.timeout * 1000)]  # type: ignore[operator]
+        looked = await self._look(keys=keys, args=args)
+        if not looked:
+            return None
+        held, (total, done), fields, failure, latest, writes, answer = looked
+        record = self._record_of(session_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+        flight = None
+        if held:
+            flight = RunInFlight(int(total or 0), int(done or 0), record.model_key if record else None)
+        store_mark = None
+        if mark:  # every checkpoint up to the latest, and the latest one's writes
+            latest_id = _text(latest).rsplit(":", 1)[-1] if latest else ""
+            store_mark = StoreMark(frozenset(), frozenset(_write_of(_text(key)) for key in writes), latest=latest_id)
+        kept = KeptAnswer(_text(answer[0]), _text(answer[1]), answer[2]) if answer else None
+        return SessionLook(record, flight, None if not failure else _text(failure), store_mark, kept)
 
     async def mark(self, thread_id: str) -> StoreMark:
-        saver = self.saver
-        found = await self._latest_writes(
-            keys=[saver._make_redis_checkpoint_latest_key(thread_id, "")], args=[_WRITE_KEYS, saver._checkpoint_prefix]
-        )
-        if not found:
-            return StoreMark(frozenset(), frozenset(), latest="")
-        latest, *writes = (_text(key) for key in found)
-        return StoreMark(frozenset(), frozenset(_write_of(key) for key in writes), latest=latest.rsplit(":", 1)[-1])
+        store_mark = (await self.look(thread_id, mark=True)).mark
+        assert store_mark is not None
+        return store_mark
 
     async def rollback(self, thread_id: str, mark: StoreMark) -> None:
         checkpoints, writes = await asyncio.gather(self._checkpoints(thread_id), self._writes(thread_id))
@@ -360,7 +614,7 @@ class RedisStore(Store):
         keys += [self._registry_key(thread_id, ns, cid) for ns, cid in checkpoints]
         keys += [self._latest_key(thread_id, ns) for ns in {ns for ns, _cid in checkpoints}]
         keys += [self._write_key(thread_id, write) for write in await self._writes(thread_id)]
-        keys += [self._session_key(thread_id)]
+        keys += [self._session_key(thread_id), *self._run_keys(thread_id)]  # (its kept answer among them)
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.memory_usage(key)
@@ -397,7 +651,8 @@ class RedisStore(Store):
 
     @staticmethod
     def _run_keys(session_id: str) -> list[str]:
-        return [f"genie:{part}:{session_id}" for part in ("lock", "run", "step", "progress", "error", "starts")]
+        parts = ("lock", "run", "step", "progress", "error", "starts", "answer")
+        return [f"genie:{part}:{session_id}" for part in parts]
 
     async def add_session(self, record: SessionRecord) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -419,7 +674,10 @@ class RedisStore(Store):
         await pipe.execute()
 
     async def session(self, session_id: str) -> SessionRecord | None:
-        values = await self.client.hgetall(self._session_key(session_id))
+        return self._record_of(session_id, await self.client.hgetall(self._session_key(session_id)))
+
+    @staticmethod
+    def _record_of(session_id: str, values: dict[Any, Any]) -> SessionRecord | None:
         if not values:
             return None
         fields = {_text(k): _text(v) for k, v in values.items()}
@@ -536,12 +794,18 @@ class RedisStore(Store):
 
     # ---- coordination between processes --------------------------------------------------
     @contextlib.asynccontextmanager
-    async def event_lock(self, session_id: str, event: str, wait_seconds: float) -> AsyncIterator[None]:
+    async def event_lock(
+        self, session_id: str, event: str, wait_seconds: float, look: bool = False
+    ) -> AsyncIterator[SessionLook | None]:
         lock = Lock(self.client, f"genie:lock:{session_id}", timeout=max(60.0, wait_seconds * 2), thread_local=False)
-        if not await lock.acquire(blocking=True, blocking_timeout=wait_seconds):
+        looked = None
+        if look:  # a free lock is taken in the same trip as the look
+            lock.local.token = uuid.uuid1().hex.encode()
+            looked = await self._looked(session_id, True, True, lock)
+        if looked is None and not await lock.acquire(blocking=True, blocking_timeout=wait_seconds):
             raise SessionBusy(session_id, event)
         try:
-            yield
+            yield looked
         finally:
             with contextlib.suppress(LockError):
                 await lock.release()
@@ -557,13 +821,11 @@ class RedisStore(Store):
 
     async def claim_run(self, session_id: str, run_id: str, lease_seconds: float) -> bool:
         """Take the run lease for ``run_id``: True if no other run holds it (or it already is ours)."""
-        lease = self._lease(session_id, lease_seconds, run_id)
-        if await lease.owned():
-            await lease.reacquire()
-        elif not await lease.acquire(blocking=False, token=run_id):
-            return False
-        await self._list_run(session_id, lease_seconds)
-        return True
+        claimed = await self._claim(
+            keys=[f"genie:run:{session_id}", _RUNS],
+            args=[run_id, max(1, int(lease_seconds * 1000)), time.time() + lease_seconds, session_id],
+        )
+        return bool(claimed)
 
     async def owns_run(self, session_id: str, run_id: str) -> bool:
         """Whether the run lease is held by ``run_id``."""
@@ -582,7 +844,7 @@ class RedisStore(Store):
         """Release the lease; a failure is kept for the next poll to report."""
         pipe = self.client.pipeline(transaction=False)
         if error is not None:
-            pipe.set(f"genie:error:{session_id}", error, ex=24 * 3600)
+            pipe.set(f"genie:error:{session_id}", error, ex=_ERROR_SECONDS)
         pipe.delete(f"genie:progress:{session_id}")
         pipe.zrem(_RUNS, session_id)
         await pipe.execute()
@@ -629,18 +891,8 @@ class RedisStore(Store):
             await self._step(session_id, 1, token).release()
 
     async def run_in_flight(self, session_id: str) -> RunInFlight | None:
-        """The run holding the lease (its sub-task counts and the session's model key), or None if none does.
-
-        One round trip: a poll of a run in flight needs nothing else.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.exists(f"genie:run:{session_id}")
-        pipe.hmget(f"genie:progress:{session_id}", "total", "done")
-        pipe.hget(self._session_key(session_id), "model_key")
-        held, (total, done), model_key = await pipe.execute()
-        if not held:
-            return None
-        return RunInFlight(int(total or 0), int(done or 0), None if model_key is None else _text(model_key))
+        """The run holding the lease (its sub-task counts and the session's model key), or None if none does."""
+        return (await self.look(session_id)).flight
 
     async def write_progress(self, session_id: str, total: int, done: int, ttl_seconds: float) -> None:
         pipe = self.client.pipeline(transaction=False)

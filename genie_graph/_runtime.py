@@ -47,7 +47,17 @@ from ._nodes import RECORD_INTRO, EventReport, current_progress, current_report
 from ._packing import packing_channels
 from ._preferences import PreferencesSource, check_source
 from ._stack import FlowStatus
-from ._stores import FeedItem, SessionRecord, Store, StoreMark, default_store_url, open_store
+from ._stores import (
+    FeedItem,
+    KeptAnswer,
+    RunEnd,
+    SessionLook,
+    SessionRecord,
+    Store,
+    StoreMark,
+    default_store_url,
+    open_store,
+)
 from ._templates import TemplateLibrary
 from ._tokens import current_token_sink, loop_safe
 from ._tools import ApprovalPolicy, ApprovalRequest, ApprovalStatus, pending_approval
@@ -167,6 +177,8 @@ class _Run:
     """The interrupts the run stopped at."""
     others_wrote: int | None = None
     """The store's ``others_wrote()`` as the run started."""
+    ended: bool = False
+    """Whether the run ended here, its lease released (False: a worker goes on with it)."""
 
 
 class _Stopped(NamedTuple):
@@ -707,7 +719,10 @@ class GenieFlow:
     async def _record(self, model_key: str, session_id: str) -> SessionRecord:
         """The session's record; raises UnknownSession if it does not exist, expired, or is another key's."""
         self.flow_of(model_key)
-        record = await (await self._open_store()).session(session_id)
+        return self._checked(model_key, session_id, await (await self._open_store()).session(session_id))
+
+    @staticmethod
+    def _checked(model_key: str, session_id: str, record: SessionRecord | None) -> SessionRecord:
         if record is None or record.model_key != model_key:
             raise UnknownSession(model_key, session_id)
         return record
@@ -867,7 +882,8 @@ class GenieFlow:
                 if shared is not None:  # no progress written after the run ends
                     await shared.close()
                 try:
-                    if await self._after_run(model_key, session_id, run, undo, mark, step_token):
+                    run.ended = await self._after_run(model_key, session_id, run, undo, mark, step_token)
+                    if run.ended:
                         if not undo:
                             self._keep_settled(model_key, session_id, run)
                         feed.put("done", {"error": None if undo else run.error})
@@ -946,28 +962,59 @@ class GenieFlow:
         frees the session's step before queueing the next one, which another worker may take at once.
         """
         store = await self._open_store()
+        ended = False
         try:
             if undo and mark is not None:
                 await store.rollback(session_id, mark)
+            elif (
+                self.runner == "celery"
+                and not undo
+                and run.error is None
+                and await self._queued(model_key, session_id, run, step_token)
+            ):
+                return False  # the lease goes on with the queued work
             else:
-                await self._settle(session_id)
-            if self.runner == "celery" and not undo and run.error is None:
-                flow = self._registered[model_key].serving(run.version).flow
-                snapshot = run.stopped or await (await self._graph(model_key, run.version)).aget_state(
-                    self._config(model_key, session_id)
-                )
-                if self._interrupted_run(flow, snapshot):
-                    if step_token is not None:  # else the queued task could find the step taken, and be dropped
-                        await store.drop_step(session_id, step_token)
-                    await self._dispatch(model_key, session_id, run.run_id, snapshot)
-                    return False  # the lease goes on with the queued work
+                end = self._run_end(session_id, run, store) if store.shared else None
+                await store.settle(session_id, self.keep_checkpoints, end)
+                ended = end is not None
         except Exception as exc:
             logger.exception("could not settle the run of session %s", session_id)
             run.error = run.error or f"{type(exc).__name__}: {exc}"
-        if store.shared:
+        finally:
+            store.last_checkpoint.pop(session_id, None)
+        if store.shared and not ended:
             with contextlib.suppress(Exception):  # an unreachable store lets the lease run out instead
                 await store.end_run(session_id, run.run_id, None if undo else run.error)
         return True
+
+    async def _queued(self, model_key: str, session_id: str, run: _Run, step_token: str | None) -> bool:
+        """With the Celery runner: if the run stopped before an invoker state, prune and queue that state."""
+        flow = self._registered[model_key].serving(run.version).flow
+        snapshot = run.stopped or await (await self._graph(model_key, run.version)).aget_state(
+            self._config(model_key, session_id)
+        )
+        if not self._interrupted_run(flow, snapshot):
+            return False
+        await self._settle(session_id)
+        if step_token is not None:  # else the queued task could find the step taken, and be dropped
+            await (await self._open_store()).drop_step(session_id, step_token)
+        await self._dispatch(model_key, session_id, run.run_id, snapshot)
+        return True
+
+    def _run_end(self, session_id: str, run: _Run, store: Store) -> RunEnd:
+        """How a shared run ends: with the answer its polls give, kept in the store, where that is safe."""
+        checkpoint_id = store.last_checkpoint.get(session_id)
+        if run.error is not None or run.values is None or checkpoint_id is None:
+            return RunEnd(run.run_id, run.error)
+        registered = self._registered[run.model_key]
+        try:
+            model = run.model or validate(registered.flow.model_class, run.values)
+        except Exception:  # the poll reads the checkpoint, and reports what is wrong with it
+            return RunEnd(run.run_id)
+        if model.flow_version not in (None, registered.version) or pending_approval(model) is not None:
+            return RunEnd(run.run_id)  # (an approval's answer changes when it expires)
+        body = self._answer(registered.flow, model).model_dump_json().encode()
+        return RunEnd(run.run_id, None, KeptAnswer(run.model_key, registered.version, body), checkpoint_id)
 
     async def _drive(
         self,
@@ -1083,32 +1130,41 @@ class GenieFlow:
         if not await store.take_step(session_id, step_token, self.run_lease_seconds):
             return "busy"
         try:
-            owned = await store.owns_run(session_id, run_id)
-            if not owned and not await store.claim_run(session_id, run_id, self.run_lease_seconds):
-                return "busy"
-            flow = self._registered[model_key].flow
-            try:
-                snapshot, model = await self._snapshot(model_key, session_id)
-                flow = self._flow_for(model_key, model)
-            except (UnknownSession, FlowVersionUnsupported):
-                snapshot = None
-            if snapshot is None or not self._interrupted_run(flow, snapshot):
-                await store.end_run(session_id, run_id)
-                return "stale"
-            if owned and snapshot.config["configurable"]["checkpoint_id"] != checkpoint_id:
-                return "stale"  # queued again by the run that owns the lease: that task does the work
-            # work queued by a process of an older version: the session's migration is written first
-            config = self._config(model_key, session_id)
-            snapshot = await write_migration(await self._graph(model_key), config, snapshot)
-            run = await self._start_run(
-                model_key, session_id, None, run_id=run_id, step_token=step_token, version=model.flow_version
-            )
-            if run is None or run.task is None:
-                return "busy"
-            await asyncio.shield(run.task)
-            return "done"
+            # the work's check and its run: one checkpoint read, its lists validated once
+            with store.reusing_reads(session_id), remembering():
+                return await self._advance_stepped(model_key, session_id, run_id, checkpoint_id, step_token)
         finally:
             await store.drop_step(session_id, step_token)
+
+    async def _advance_stepped(
+        self, model_key: str, session_id: str, run_id: str, checkpoint_id: str, step_token: str
+    ) -> str:
+        """:meth:`_advance` while holding the session's step."""
+        store = await self._open_store()
+        owned = await store.owns_run(session_id, run_id)
+        if not owned and not await store.claim_run(session_id, run_id, self.run_lease_seconds):
+            return "busy"
+        flow = self._registered[model_key].flow
+        try:
+            snapshot, model = await self._snapshot(model_key, session_id)
+            flow = self._flow_for(model_key, model)
+        except (UnknownSession, FlowVersionUnsupported):
+            snapshot = None
+        if snapshot is None or not self._interrupted_run(flow, snapshot):
+            await store.end_run(session_id, run_id)
+            return "stale"
+        if owned and snapshot.config["configurable"]["checkpoint_id"] != checkpoint_id:
+            return "stale"  # queued again by the run that owns the lease: that task does the work
+        # work queued by a process of an older version: the session's migration is written first
+        config = self._config(model_key, session_id)
+        snapshot = await write_migration(await self._graph(model_key), config, snapshot)
+        run = await self._start_run(
+            model_key, session_id, None, run_id=run_id, step_token=step_token, version=model.flow_version
+        )
+        if run is None or run.task is None:
+            return "busy"
+        await asyncio.shield(run.task)
+        return "done"
 
     def _answer(self, flow: CompiledFlow, model: GenieModel) -> AIResponse:
         actions = flow.session_actions(model)
@@ -1277,30 +1333,30 @@ class GenieFlow:
         self.flow_of(model_key)
         store = await self._open_store()
         run = self._in_flight(session_id)
-        flight = await store.run_in_flight(session_id) if store.shared and run is None else None
-        progress: AIProgressResponse | None = None
-        running_key: str | None = None
-        if run is not None:  # a run is working here ...
-            running_key, progress = run.model_key, _progress_of(run.progress.total, run.progress.done)
-        elif flight is not None:  # ... or in another process
-            running_key, progress = flight.model_key, _progress_of(flight.total, flight.done)
-        if progress is not None:
-            if running_key != model_key:  # another key's session, or none: the record says which
+        if run is not None:  # a run is working here
+            if run.model_key != model_key:  # another key's session, or none: the record says which
                 await self._record(model_key, session_id)
-            return _polling(session_id, progress)
+            return _polling(session_id, _progress_of(run.progress.total, run.progress.done))
+        # the record and (shared store) a run in another process, an unreported failure, the kept answer
+        look = await store.look(session_id, pop_error=True)
+        if look.flight is not None:
+            if look.flight.model_key != model_key:
+                self._checked(model_key, session_id, look.record)
+            return _polling(session_id, _progress_of(look.flight.total, look.flight.done))
+        record = self._checked(model_key, session_id, look.record)
         settled = self._settled_now(model_key, session_id)
         if settled is not None:
-            await self._record(model_key, session_id)  # still there, and this key's
             return settled.answer.model_copy()
-        snapshot, model = await self._snapshot(model_key, session_id)
+        kept = look.answer
+        if kept is not None and look.error is None:
+            if (kept.model_key, kept.version) == (model_key, self._registered[model_key].version):
+                return AIResponse.model_validate_json(kept.body)
+        snapshot, model = await self._snapshot(model_key, session_id, record)
         flow = self._flow_for(model_key, model)
         if self._in_flight(session_id) is not None:  # a run started while the snapshot was read
             return await self._poll(model_key, session_id)
         failed = self._forget_finished_run(session_id)
-        error = failed.error if failed is not None else None
-        store = await self._open_store()
-        if store.shared:
-            error = await store.pop_error(session_id) or error
+        error = look.error or (failed.error if failed is not None else None)
         if error is not None:
             return AIResponse(session_id=session_id, error=error, next_actions=flow.session_actions(model))
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
@@ -1448,15 +1504,15 @@ class GenieFlow:
         session_id = event.session_id
         store = await self._open_store()
         async with self._lock(session_id):
-            shared_lock = (
-                store.event_lock(session_id, event.event, _EVENT_LOCK_WAIT_SECONDS)
+            shared_lock: contextlib.AbstractAsyncContextManager[SessionLook | None] = (
+                store.event_lock(session_id, event.event, _EVENT_LOCK_WAIT_SECONDS, look=True)
                 if store.shared
                 else contextlib.nullcontext()
             )
-            async with shared_lock:
+            async with shared_lock as look:
                 # the event's decision and its run: one checkpoint read, its lists validated once
                 with store.reusing_reads(session_id), remembering():
-                    return await self._send_locked(flow, model_key, event, store, sender, message)
+                    return await self._send_locked(flow, model_key, event, store, sender, message, look)
 
     async def _send_locked(
         self,
@@ -1466,12 +1522,17 @@ class GenieFlow:
         store: Store,
         sender: str | None = None,
         message: int | None = None,
+        look: SessionLook | None = None,
     ) -> AIResponse:
         session_id = event.session_id
-        if await self._progress_elsewhere(session_id) is not None:
+        if self._in_flight(session_id) is not None:
             await self._record(model_key, session_id)
             raise SessionBusy(session_id, event.event)
-        record = await self._record(model_key, session_id)
+        # a failure nobody polled is superseded by this event; the mark undoes a refusal
+        look = look or await store.look(session_id, pop_error=True, mark=True)
+        record = self._checked(model_key, session_id, look.record)
+        if look.flight is not None:
+            raise SessionBusy(session_id, event.event)
         settled = self._settled_now(model_key, session_id)
         if settled is not None:
             snapshot, model = settled.snapshot, settled.model
@@ -1481,8 +1542,6 @@ class GenieFlow:
         if self._in_flight(session_id) is not None:  # started while the snapshot was read
             raise SessionBusy(session_id, event.event)
         self._forget_finished_run(session_id)
-        if store.shared:
-            await store.pop_error(session_id)  # a failure nobody polled is superseded by this event
         state_id = flow.node_of(model)
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             raise SessionBusy(session_id, event.event)
@@ -1499,7 +1558,7 @@ class GenieFlow:
         if event.event not in flow.session_actions(model):
             raise flow.session_refusal(model, event.event)
         await store.touch(record)
-        mark = await store.mark(session_id)
+        mark = look.mark or await store.mark(session_id)
         report = EventReport()
         resume: dict[str, Any] = {"event": event.event, "event_input": event.event_input}
         if sender is not None:
@@ -2079,6 +2138,8 @@ class GenieFlow:
         run = self._runs.get(session_id)
         if run is not None and run.task is not None:
             await asyncio.shield(run.task)
+            if run.ended:
+                return
         store = await self._open_store()
         if store.shared:  # a run in another process (a worker): wait for its lease to go
             while await store.run_in_flight(session_id) is not None:

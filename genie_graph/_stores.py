@@ -140,6 +140,38 @@ class RunInFlight(NamedTuple):
     model_key: str | None
 
 
+class KeptAnswer(NamedTuple):
+    """What a poll answers for a checkpoint, kept by the run that wrote it (``AIResponse`` JSON)."""
+
+    model_key: str
+    version: str
+    body: bytes
+
+
+class SessionLook(NamedTuple):
+    """What a poll or an event learns of a session before reading its checkpoint (Redis: in one round trip)."""
+
+    record: SessionRecord | None
+    flight: RunInFlight | None = None
+    """The run holding the session's lease in any process (shared stores)."""
+    error: str | None = None
+    """The last run's failure, popped for the caller to report; only where no run is in flight."""
+    mark: StoreMark | None = None
+    """Where the store can take it in the same trip, with ``mark=True``; else the caller marks."""
+    answer: KeptAnswer | None = None
+    """The poll answer kept for the session's latest checkpoint (shared stores), if it still is the latest."""
+
+
+class RunEnd(NamedTuple):
+    """How a shared run ends, for :meth:`Store.settle`: its lease, its failure, and the answer it left."""
+
+    run_id: str
+    error: str | None = None
+    answer: KeptAnswer | None = None
+    """Kept only if ``checkpoint_id`` still is the session's latest checkpoint."""
+    checkpoint_id: str | None = None
+
+
 FeedItem = dict[str, Any]
 """``{"event": "state" | "token" | "progress" | "done", "data": {...}}``: one thing a run did."""
 
@@ -168,13 +200,16 @@ class Store(ABC):
         self._starts: dict[str, tuple[str, int]] = {}
         self._reusing: set[str] = set()
         self._kept: dict[str, CheckpointTuple] = {}
+        self.last_checkpoint: dict[str, str] = {}
+        """The id of the last root checkpoint this process wrote, per thread (taken by the run's end)."""
         self.write_listeners: list[Callable[[str], None]] = []
         """Told the thread id of every checkpoint write in this process (after what the run made it)."""
         self._read_checkpoint = saver.aget_tuple
         # Instance attributes: the saver's own methods, wrapped (LangGraph calls them on the saver).
         saver.aget_tuple = self._aget_tuple  # type: ignore[method-assign]
-        for name in ("aput", "aput_writes", "adelete_thread"):
+        for name in ("aput_writes", "adelete_thread"):
             setattr(saver, name, self._forgetting(getattr(saver, name)))
+        saver.aput = self._noting(self._forgetting(saver.aput))  # type: ignore[method-assign,assignment]
         for name in ("put", "put_writes", "delete_thread"):  # (the graph's sync API: a user's update_state)
             setattr(saver, name, self._told(getattr(saver, name)))
 
@@ -214,6 +249,16 @@ class Store(ABC):
         async def written(config: RunnableConfig, *args: Any, **kwargs: Any) -> Any:
             self._kept.pop(self._tell(config), None)
             return await write(config, *args, **kwargs)
+
+        return written
+
+    def _noting(self, put: Callable[..., Awaitable[RunnableConfig]]) -> Callable[..., Awaitable[RunnableConfig]]:
+        async def written(config: RunnableConfig, *args: Any, **kwargs: Any) -> RunnableConfig:
+            saved = await put(config, *args, **kwargs)
+            configurable = saved.get("configurable") or {}
+            if not configurable.get("checkpoint_ns"):
+                self.last_checkpoint[str(configurable.get("thread_id"))] = str(configurable.get("checkpoint_id"))
+            return saved
 
         return written
 
@@ -308,6 +353,20 @@ class Store(ABC):
     async def prune(self, thread_id: str, keep: int) -> None:
         """Drop all but the latest ``keep`` checkpoints of a thread (and their writes)."""
 
+    async def settle(self, thread_id: str, keep: int, end: RunEnd | None = None) -> None:
+        """After a run: :meth:`prune`, then (a shared run's ``end``) :meth:`end_run`, keeping its answer.
+
+        Redis does it all in one round trip; a store without shared runs only prunes.
+        """
+        await self.prune(thread_id, keep)
+        if end is not None:
+            await self.end_run(thread_id, end.run_id, end.error)
+
+    async def look(self, session_id: str, *, pop_error: bool = False, mark: bool = False) -> SessionLook:
+        """The session's record and, on a shared store, its run in flight, unreported failure (popped with
+        ``pop_error``, unless a run is in flight), mark (with ``mark``) and kept answer."""
+        return SessionLook(await self.session(session_id))
+
     @abstractmethod
     async def mark(self, thread_id: str) -> StoreMark:
         """Remember which checkpoints and writes a thread has now, to :meth:`rollback` to them."""
@@ -370,8 +429,14 @@ class Store(ABC):
     def _not_shared(self) -> GenieGraphError:
         return GenieGraphError(f"the {self.scheme} store serves one process; runs across processes need Redis")
 
-    def event_lock(self, session_id: str, event: str, wait_seconds: float) -> AbstractAsyncContextManager[None]:
-        """Hold the session's event lock; raises SessionBusy if it cannot be had in ``wait_seconds``."""
+    def event_lock(
+        self, session_id: str, event: str, wait_seconds: float, look: bool = False
+    ) -> AbstractAsyncContextManager[SessionLook | None]:
+        """Hold the session's event lock; raises SessionBusy if it cannot be had in ``wait_seconds``.
+
+        With ``look``, it may give the session's :meth:`look` (failure popped, marked), taken with the
+        lock; else None.
+        """
         raise self._not_shared()
 
     async def claim_run(self, session_id: str, run_id: str, lease_seconds: float) -> bool:

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -176,3 +177,55 @@ def test_polls_hold_no_more_feeds_than_the_connections_allow(
     finally:
         held.release.set()
         flow.close()
+
+
+def test_a_checkpoint_is_read_in_one_trip_as_the_stock_saver_reads_it(redis_url: str) -> None:
+    """The saver reads a checkpoint, its pending writes and its parent's sends in one script; what it
+    builds is what the stock saver's seven trips build: the latest, one by id, its parent, none."""
+    from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+
+    from genie_graph._redis import _RedisSaver
+
+    with graphs.create_flow(redis_url, keep_checkpoints=3) as flow:
+        sid = flow.create_new_session("q_and_a").session_id
+        _turns(flow, sid, 2)
+        saver = flow._sync(flow._open_store()).saver
+        assert isinstance(saver, _RedisSaver)
+
+        def both(config: dict[str, Any]) -> tuple[Any, Any]:
+            async def read() -> tuple[Any, Any]:
+                return await _RedisSaver.aget_tuple(saver, config), await AsyncRedisSaver.aget_tuple(saver, config)
+
+            return flow._sync(read())
+
+        latest, stock = both({"configurable": {"thread_id": sid, "checkpoint_ns": ""}})
+        assert latest is not None and latest == stock
+        assert latest.pending_writes and latest.parent_config is not None  # (its interrupt, and a kept parent)
+        assert both(latest.config) == (latest, stock)
+        parent, stock_parent = both(latest.parent_config)
+        assert parent is not None and parent == stock_parent
+        assert both({"configurable": {"thread_id": uuid.uuid4().hex, "checkpoint_ns": ""}}) == (None, None)
+
+
+def test_a_poll_answers_from_the_answer_its_run_kept_until_a_checkpoint_is_written(redis_url: str) -> None:
+    """A run keeps its answer beside the checkpoint it left: polls (in any process) answer from it without
+    reading the checkpoint, until any other write moves the session on (here LangGraph's own update_state)."""
+    client = redis.Redis.from_url(redis_url)
+
+    def reads() -> int:  # checkpoint documents read, by the saver's script or not
+        return int(client.info("commandstats").get("cmdstat_json.get", {}).get("calls", 0))
+
+    poll = lambda flow, sid: flow.process_event("q_and_a", EventInput(session_id=sid, event="poll", event_input=""))  # noqa: E731
+    with graphs.create_flow(redis_url) as flow, graphs.create_flow(redis_url) as elsewhere:
+        sid = flow.create_new_session("q_and_a").session_id
+        answered = send(flow, "q_and_a", sid, "user_input", "hello")
+        before = reads()
+        assert poll(flow, sid) == answered and poll(elsewhere, sid) == answered
+        assert reads() == before
+        config: Any = {"configurable": {"thread_id": sid}}
+        flow.graph("q_and_a").update_state(config, {"actor_input": "changed"})
+        before = reads()
+        assert poll(elsewhere, sid) == answered  # the same dialogue, read from the new checkpoint
+        assert reads() > before
+        assert flow.get_model("q_and_a", sid).actor_input == "changed"
+    client.close()
