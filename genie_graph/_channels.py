@@ -34,7 +34,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from ._packing import PACKED_FIELDS, pack, packing, unpack
 
-__all__ = ["as_json", "changed_fields", "remembering", "validate"]
+__all__ = ["as_json", "changed_fields", "expect", "recall", "remembering", "validate"]
 
 LONG_FIELDS = PACKED_FIELDS
 """The lists that grow with the session (dialogue, history)."""
@@ -94,9 +94,17 @@ def _containers(element_class: type[BaseModel]) -> tuple[str, ...]:
     return tuple(name for name, info in element_class.model_fields.items() if not _immutable(info.annotation))
 
 
-_scope: contextvars.ContextVar[dict[int, _Known] | None] = contextvars.ContextVar(
-    "genie_graph_channel_objects", default=None
-)
+@dataclass(slots=True)
+class _Scope:
+    """What one scope remembers: lists by their value's id, and the lists a kept session ended with."""
+
+    known: dict[int, _Known]
+    expected: list[_Known]
+    """Lists the next read of a session is expected to give again (equal, as new objects): a session
+    this process kept as its last run left it, whose checkpoint is read back fresh."""
+
+
+_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("genie_graph_channel_objects", default=None)
 
 
 @contextmanager
@@ -109,7 +117,7 @@ def remembering() -> Iterator[None]:
     if _scope.get() is not None:
         yield
         return
-    token = _scope.set({})
+    token = _scope.set(_Scope({}, []))
     try:
         yield
     finally:
@@ -120,8 +128,8 @@ def _remember(
     value: Any, items: list[Any], objects: list[BaseModel], fields: list[dict[str, Any]] | None = None
 ) -> None:
     """Remember ``objects`` for ``value``; ``fields`` are their fields' copies, where already made."""
-    remembered = _scope.get()
-    if remembered is None:
+    scope = _scope.get()
+    if scope is None:
         return
     if fields is None:
         fields = [dict(obj.__dict__) for obj in objects]
@@ -130,19 +138,44 @@ def _remember(
         names = _containers(type(obj))
         if names and any(fields[index].get(name) is not None for name in names):
             nested[index] = names
-    known = _Known(value, items, list(objects), fields, nested)
-    remembered.pop(id(value), None)
-    remembered[id(value)] = known
-    while len(remembered) > _REMEMBERED:
-        del remembered[next(iter(remembered))]
+    _keep(scope, _Known(value, items, list(objects), fields, nested))
+
+
+def _keep(scope: _Scope, known: _Known) -> None:
+    scope.known.pop(id(known.value), None)
+    scope.known[id(known.value)] = known
+    while len(scope.known) > _REMEMBERED:
+        del scope.known[next(iter(scope.known))]
 
 
 def _lookup(value: Any) -> _Known | None:
-    remembered = _scope.get()
-    if value is None or remembered is None:
+    scope = _scope.get()
+    if value is None or scope is None:
         return None
-    known = remembered.get(id(value))
-    return known if known is not None and known.value is value else None  # (an id is unique while its object lives)
+    known = scope.known.get(id(value))
+    if known is not None and known.value is value:  # (an id is unique while its object lives)
+        return known
+    for index, expected in enumerate(scope.expected):  # read back: equal JSON stands for the same objects
+        if type(value) is type(expected.value) and len(value) == len(expected.value) and value == expected.value:
+            del scope.expected[index]
+            known = _Known(value, expected.items, expected.objects, expected.fields, expected.nested)
+            _keep(scope, known)
+            return known
+    return None
+
+
+def recall(channels: Mapping[str, Any]) -> tuple[_Known, ...]:
+    """What this scope remembers of the long lists in ``channels``: for :func:`expect`, in a later scope."""
+    return tuple(known for name in LONG_FIELDS if (known := _lookup(channels.get(name))) is not None)
+
+
+def expect(recalled: tuple[_Known, ...]) -> None:
+    """Tell this scope that a read is about to give lists equal to these again, as new objects: their
+    objects are reused (if still intact) instead of validated anew. Equality is checked, so a read that
+    gives something else is validated as usual."""
+    scope = _scope.get()
+    if scope is not None:
+        scope.expected.extend(recalled)
 
 
 @functools.cache

@@ -33,7 +33,7 @@ from ulid import ULID
 
 from . import _tracing
 from ._api_models import AIProgressResponse, AIResponse, AIStatusResponse, EventInput
-from ._channels import remembering, validate
+from ._channels import expect, recall, remembering, validate
 from ._compiler import graph_of
 from ._composite import CompositeRunner
 from ._declaration import NamedQueueTaskTemplate
@@ -175,6 +175,8 @@ class _Run:
     """``values`` validated, while the run's own validations could be reused."""
     interrupts: tuple[Interrupt, ...] = ()
     """The interrupts the run stopped at."""
+    recalled: tuple[Any, ...] = ()
+    """Its long lists with their objects, for the next run to reuse when it reads them back."""
     others_wrote: int | None = None
     """The store's ``others_wrote()`` as the run started."""
     ended: bool = False
@@ -193,6 +195,8 @@ class _Stopped(NamedTuple):
     model: GenieModel | None = None
     """``values`` validated (None without values)."""
     interrupts: tuple[Interrupt, ...] = ()
+    recalled: tuple[Any, ...] = ()
+    """The long lists of ``values`` with the objects validated from them (see ``_channels.recall``)."""
 
 
 class _Settled(NamedTuple):
@@ -517,6 +521,8 @@ class GenieFlow:
         self._opening = asyncio.Lock()
         self._runs: dict[str, _Run] = {}
         self._settled: dict[str, _Settled] = {}
+        self._recalled: dict[str, tuple[Any, ...]] = {}
+        """Each session's long lists as its last run here left them, with their objects (see ``_channels.expect``)."""
         """A local store's sessions as the last run here left them, oldest first."""
         self._held_feeds = 0
         """Polls waiting for news in this process (each holds a feed subscription)."""
@@ -866,7 +872,7 @@ class GenieFlow:
                 else:
                     stopped = await self._drive(graph, flow, command, config, feed, **self._run_options(flow))
                 run.values, run.stopped, run.model = stopped.values, stopped.snapshot, stopped.model
-                run.interrupts = stopped.interrupts
+                run.interrupts, run.recalled = stopped.interrupts, stopped.recalled
                 undo = report is not None and not report.accepted
             except Exception as exc:
                 undo = report is not None and not report.accepted
@@ -886,6 +892,7 @@ class GenieFlow:
                     if run.ended:
                         if not undo:
                             self._keep_settled(model_key, session_id, run)
+                            self._recall(session_id, run.recalled)
                         feed.put("done", {"error": None if undo else run.error})
                     await feed.close()
                 finally:
@@ -898,6 +905,15 @@ class GenieFlow:
         traced = _tracing.traced_run(self._tracing_settings, execute(), model_key, session_id, run)
         run.task = asyncio.get_running_loop().create_task(traced)
         return run
+
+    def _recall(self, session_id: str, recalled: tuple[Any, ...]) -> None:
+        """Keep a run's long lists with their objects: the session's next event or run here that reads
+        equal lists reuses the objects (checked equal: whoever wrote the store since)."""
+        self._recalled.pop(session_id, None)
+        if recalled:
+            self._recalled[session_id] = recalled
+            if len(self._recalled) > _KEPT_SESSIONS:  # the oldest go
+                del self._recalled[next(iter(self._recalled))]
 
     def _keep_settled(self, model_key: str, session_id: str, run: _Run) -> None:
         """Keep the session as a run that ended well left it: its polls and its next event read nothing back.
@@ -927,7 +943,8 @@ class GenieFlow:
                 tasks=(),
                 interrupts=run.interrupts,
             )
-            self._settled[session_id] = _Settled(snapshot, model, self._answer(registered.flow, model), others_wrote)
+            answer = self._answer(registered.flow, model)
+            self._settled[session_id] = _Settled(snapshot, model, answer, others_wrote)
         except Exception:  # keeping is an optimisation: the next poll reads the store instead
             logger.exception("could not keep session %s as its run left it", session_id)
             return
@@ -1037,6 +1054,7 @@ class GenieFlow:
         stream = graph.astream(command, config, durability=store.durability, stream_mode=modes, **options)
         values: dict[str, Any] | None = None
         model: GenieModel | None = None
+        recalled: tuple[Any, ...] = ()
         checkpoint: dict[str, Any] | None = None
         interrupts: tuple[Interrupt, ...] = ()
         worked = False
@@ -1060,6 +1078,7 @@ class GenieFlow:
                     values = {key: value for key, value in values.items() if key != _INTERRUPT}
                     if self.runner != "celery":  # answered here: the lists the run's nodes validated are reused
                         model = validate(flow.model_class, values)
+                        recalled = recall(values)
         finally:
             current_token_sink.reset(sinking)
         snapshot = None
@@ -1074,7 +1093,7 @@ class GenieFlow:
                 tasks=(),
                 interrupts=interrupts,
             )
-        return _Stopped(values, snapshot, worked, model, interrupts)
+        return _Stopped(values, snapshot, worked, model, interrupts, recalled)
 
     async def _work_one_invoker_state(
         self, graph: CompiledStateGraph[Any], flow: CompiledFlow, config: RunnableConfig, feed: _FeedWriter
@@ -1512,6 +1531,7 @@ class GenieFlow:
             async with shared_lock as look:
                 # the event's decision and its run: one checkpoint read, its lists validated once
                 with store.reusing_reads(session_id), remembering():
+                    expect(self._recalled.get(session_id, ()))  # the lists the last run here left, read back
                     return await self._send_locked(flow, model_key, event, store, sender, message, look)
 
     async def _send_locked(
@@ -2195,6 +2215,7 @@ class GenieFlow:
         """Drop what belongs to the loop that is going away: the next loop builds its own."""
         self._runs.clear()
         self._settled.clear()  # the store is closed with the loop: another process may write it meanwhile
+        self._recalled.clear()
         self._locks.clear()
         self._group = GroupProcessor(self)
         self._opening = asyncio.Lock()

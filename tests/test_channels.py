@@ -8,6 +8,8 @@ everything they read.
 
 from __future__ import annotations
 
+import copy
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from pydantic import field_validator
 
 from genie_graph import EventData, GenieFlow, GenieModel, GenieStateMachine, State
-from genie_graph._channels import as_json, changed_fields, remembering, validate
+from genie_graph._channels import as_json, changed_fields, expect, recall, remembering, validate
 from genie_graph._history import HistoryEntry, HistoryKind
 from genie_graph._model import DialogueElement, DialogueFormat
 from genie_graph._packing import packing_channels
@@ -168,6 +170,33 @@ def test_an_element_changed_after_it_was_remembered_is_validated_again() -> None
         again = validate(EditModel, channels)
         assert again.dialogue[0].actor_text == "line 0"
         assert again.dialogue[0] is not model.dialogue[0]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_list_read_back_equal_reuses_the_objects_the_scope_expects(packed: bool) -> None:
+    """A session kept as its run left it is read back by the next run as new, equal lists: their objects
+    are reused (no validation that grows with the session), unless the read differs or they changed."""
+    with remembering(), packing_channels(packed):
+        channels = as_json(_model(4))
+        model = validate(EditModel, channels)
+        recalled = recall(channels)
+    with remembering():
+        expect(recalled)
+        again = validate(EditModel, copy.deepcopy(channels))  # as a store's read gives it
+        assert all(map(operator.is_, again.dialogue, model.dialogue))
+        assert all(map(operator.is_, again.history, model.history))
+    with remembering():
+        expect(recalled)
+        differs = copy.deepcopy(channels)
+        differs["dialogue"] = as_json(_model(3))["dialogue"]
+        fresh = validate(EditModel, differs)
+        assert len(fresh.dialogue) == 3 and fresh.dialogue[0] is not model.dialogue[0]
+        assert fresh.history[0] is model.history[0]  # the equal one is still reused
+    model.dialogue[0].actor_text = "changed after it was recalled"
+    with remembering():
+        expect(recalled)
+        validated = validate(EditModel, copy.deepcopy(channels))
+        assert validated.dialogue[0].actor_text == "line 0" and validated.dialogue[1] is not model.dialogue[1]
 
 
 def test_history_details_holding_other_than_json_are_dumped_every_time() -> None:
