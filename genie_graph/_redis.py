@@ -17,6 +17,8 @@ Keys (``{sid}`` is the session id):
   a session still in it after that time has an orphaned run, which a worker's sweep resumes;
 * ``genie:progress:{sid}``: the sub-task counts of the run in flight; ``genie:error:{sid}``: the
   failure of the last run, until a poll reports it;
+* ``genie:answer:{sid}``: what a poll answers, kept by the run that ended with the checkpoint it
+  names; polls in any process answer from it while that checkpoint is the latest;
 * a group session's members: ``genie:group:{sid}:members`` (a set); its log:
   ``genie:group:{sid}:seq`` (the last message number, ``INCR``-ed: the order received),
   ``genie:group:{sid}:messages`` (a hash, number -> message JSON),
