@@ -801,12 +801,12 @@ class RedisStore(Store):
     ) -> AsyncIterator[SessionLook | None]:
         lock = Lock(self.client, f"genie:lock:{session_id}", timeout=max(60.0, wait_seconds * 2), thread_local=False)
         looked = None
-        if look:  # a free lock is taken in the same trip as the look
-            lock.local.token = uuid.uuid1().hex.encode()
-            looked = await self._looked(session_id, True, True, lock)
-        if looked is None and not await lock.acquire(blocking=True, blocking_timeout=wait_seconds):
-            raise SessionBusy(session_id, event)
         try:
+            if look:  # a free lock is taken in the same trip as the look
+                lock.local.token = uuid.uuid1().hex.encode()
+                looked = await self._looked(session_id, True, True, lock)
+            if looked is None and not await lock.acquire(blocking=True, blocking_timeout=wait_seconds):
+                raise SessionBusy(session_id, event)
             yield looked
         finally:
             with contextlib.suppress(LockError):
