@@ -87,20 +87,20 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return starts
 """
 _LOOK = """
-if ARGV[5] and not redis.call('SET', KEYS[7], ARGV[5], 'NX', 'PX', ARGV[6]) then
+if ARGV[4] and not redis.call('SET', KEYS[7], ARGV[4], 'NX', 'PX', ARGV[5]) then
     return {}
 end
 local held = redis.call('EXISTS', KEYS[1])
 local counts = redis.call('HMGET', KEYS[2], 'total', 'done')
 local record = redis.call('HGETALL', KEYS[3])
 local failure = false
-if held == 0 and ARGV[1] == '1' then
-    failure = redis.call('GETDEL', KEYS[4])
+if held == 0 then
+    failure = redis.call('GET', KEYS[4])
 end
 local latest = redis.call('GET', KEYS[5])
 local writes = {}
-if latest and ARGV[2] == '1' then
-    writes = redis.call('ZRANGE', ARGV[3] .. string.sub(latest, #ARGV[4] + 1), 0, -1)
+if latest and ARGV[1] == '1' then
+    writes = redis.call('ZRANGE', ARGV[2] .. string.sub(latest, #ARGV[3] + 1), 0, -1)
 end
 local answer = {}
 if latest and held == 0 then
@@ -114,10 +114,10 @@ return {held, counts, record, failure, latest, writes, answer}
 """What a poll or an event needs before the checkpoint, in one trip (see ``RedisStore.look``).
 
 KEYS: the run lease, progress, session record, failure, latest-checkpoint pointer and kept answer;
-then the event lock, to take first. ARGV: whether to pop the failure (only if no run holds the
-lease), whether to list the latest checkpoint's writes (a mark), the registry and checkpoint key
-prefixes (the keys differ only there); then the event lock's token and milliseconds: an empty
-answer if another holds it.
+then the event lock, to take first. ARGV: whether to list the latest checkpoint's writes (a mark),
+the registry and checkpoint key prefixes (the keys differ only there); then the event lock's token
+and milliseconds: an empty answer if another holds it. The failure is read where no run is in
+flight, not popped: the caller pops it when it reports it.
 """
 
 _SETTLE = """
@@ -164,7 +164,8 @@ if ARGV[8] == '1' then
     end
     local pointer = redis.call('GET', KEYS[6])
     local checkpoint_id = ARGV[14]
-    if ARGV[17] ~= '' and checkpoint_id ~= '' and pointer and string.sub(pointer, -#checkpoint_id) == checkpoint_id then
+    local kept = ARGV[17] ~= '' and checkpoint_id ~= '' and ttl ~= -2
+    if kept and pointer and string.sub(pointer, -#checkpoint_id) == checkpoint_id then
         redis.call('HSET', KEYS[7], 'checkpoint', pointer, 'model_key', ARGV[15], 'version', ARGV[16], 'body', ARGV[17])
         if ttl > 0 then
             redis.call('EXPIRE', KEYS[7], ttl + tonumber(ARGV[4]))
@@ -556,14 +557,12 @@ class RedisStore(Store):
             ],
         )
 
-    async def look(self, session_id: str, *, pop_error: bool = False, mark: bool = False) -> SessionLook:
-        found = await self._looked(session_id, pop_error, mark)
+    async def look(self, session_id: str, *, mark: bool = False) -> SessionLook:
+        found = await self._looked(session_id, mark)
         assert found is not None
         return found
 
-    async def _looked(
-        self, session_id: str, pop_error: bool, mark: bool, lock: Lock | None = None
-    ) -> SessionLook | None:
+    async def _looked(self, session_id: str, mark: bool, lock: Lock | None = None) -> SessionLook | None:
         """:meth:`look`; with a ``lock``, only if that (the event lock) is free: it is taken first, in the same trip."""
         keys = [
             *(f"genie:{part}:{session_id}" for part in ("run", "progress")),
@@ -572,7 +571,7 @@ class RedisStore(Store):
             self.saver._make_redis_checkpoint_latest_key(session_id, ""),
             f"genie:answer:{session_id}",
         ]
-        args: list[Any] = ["1" if pop_error else "0", "1" if mark else "0", _WRITE_KEYS, self.saver._checkpoint_prefix]
+        args: list[Any] = ["1" if mark else "0", _WRITE_KEYS, self.saver._checkpoint_prefix]
         if lock is not None:
             keys.append(_text(lock.name))
             args += [lock.local.token, int(lock.timeout * 1000)]  # type: ignore[operator]
@@ -804,7 +803,7 @@ class RedisStore(Store):
         try:
             if look:  # a free lock is taken in the same trip as the look
                 lock.local.token = uuid.uuid1().hex.encode()
-                looked = await self._looked(session_id, True, True, lock)
+                looked = await self._looked(session_id, True, lock)
             if looked is None and not await lock.acquire(blocking=True, blocking_timeout=wait_seconds):
                 raise SessionBusy(session_id, event)
             yield looked

@@ -57,6 +57,7 @@ from ._stores import (
     StoreMark,
     default_store_url,
     open_store,
+    written_checkpoints,
 )
 from ._templates import TemplateLibrary
 from ._tokens import current_token_sink, loop_safe
@@ -181,6 +182,8 @@ class _Run:
     """The store's ``others_wrote()`` as the run started."""
     ended: bool = False
     """Whether the run ended here, its lease released (False: a worker goes on with it)."""
+    written: dict[str, str] = field(default_factory=dict)
+    """The last root checkpoint the run wrote (its thread's id to the checkpoint's)."""
 
 
 class _Stopped(NamedTuple):
@@ -521,8 +524,9 @@ class GenieFlow:
         self._opening = asyncio.Lock()
         self._runs: dict[str, _Run] = {}
         self._settled: dict[str, _Settled] = {}
-        self._recalled: dict[str, tuple[Any, ...]] = {}
-        """Each session's long lists as its last run here left them, with their objects (see ``_channels.expect``)."""
+        self._recalled: dict[str, tuple[type[GenieModel], tuple[Any, ...]]] = {}
+        """Each session's long lists as its last run here left them, with their objects and the model class
+        they were validated for (see ``_channels.expect``)."""
         """A local store's sessions as the last run here left them, oldest first."""
         self._held_feeds = 0
         """Polls waiting for news in this process (each holds a feed subscription)."""
@@ -856,6 +860,7 @@ class GenieFlow:
 
         async def execute() -> None:
             progress_token = current_progress.set(run.progress)
+            written_token = written_checkpoints.set(run.written)
             report_token = current_report.set(report)
             starts_token = current_run_starts.set(store)  # counts cut-off runs, to stop resuming a poison run
             heartbeat = (
@@ -881,6 +886,7 @@ class GenieFlow:
                 run.error = f"{type(exc).__name__}: {exc}"
             finally:
                 current_progress.reset(progress_token)
+                written_checkpoints.reset(written_token)
                 current_report.reset(report_token)
                 current_run_starts.reset(starts_token)
                 if heartbeat is not None:
@@ -892,7 +898,7 @@ class GenieFlow:
                     if run.ended:
                         if not undo:
                             self._keep_settled(model_key, session_id, run)
-                            self._recall(session_id, run.recalled)
+                            self._recall(session_id, flow.model_class, run.recalled)
                         feed.put("done", {"error": None if undo else run.error})
                     await feed.close()
                 finally:
@@ -906,12 +912,12 @@ class GenieFlow:
         run.task = asyncio.get_running_loop().create_task(traced)
         return run
 
-    def _recall(self, session_id: str, recalled: tuple[Any, ...]) -> None:
-        """Keep a run's long lists with their objects: the session's next event or run here that reads
-        equal lists reuses the objects (checked equal: whoever wrote the store since)."""
+    def _recall(self, session_id: str, model_class: type[GenieModel], recalled: tuple[Any, ...]) -> None:
+        """Keep a run's long lists with their objects: the session's next event here that reads equal lists
+        for the same model class reuses the objects (checked equal: whoever wrote the store since)."""
         self._recalled.pop(session_id, None)
         if recalled:
-            self._recalled[session_id] = recalled
+            self._recalled[session_id] = (model_class, recalled)
             if len(self._recalled) > _KEPT_SESSIONS:  # the oldest go
                 del self._recalled[next(iter(self._recalled))]
 
@@ -991,14 +997,12 @@ class GenieFlow:
             ):
                 return False  # the lease goes on with the queued work
             else:
-                end = self._run_end(session_id, run, store) if store.shared else None
+                end = self._run_end(session_id, run) if store.shared else None
                 await store.settle(session_id, self.keep_checkpoints, end)
                 ended = end is not None
         except Exception as exc:
             logger.exception("could not settle the run of session %s", session_id)
             run.error = run.error or f"{type(exc).__name__}: {exc}"
-        finally:
-            store.last_checkpoint.pop(session_id, None)
         if store.shared and not ended:
             with contextlib.suppress(Exception):  # an unreachable store lets the lease run out instead
                 await store.end_run(session_id, run.run_id, None if undo else run.error)
@@ -1018,9 +1022,9 @@ class GenieFlow:
         await self._dispatch(model_key, session_id, run.run_id, snapshot)
         return True
 
-    def _run_end(self, session_id: str, run: _Run, store: Store) -> RunEnd:
+    def _run_end(self, session_id: str, run: _Run) -> RunEnd:
         """How a shared run ends: with the answer its polls give, kept in the store, where that is safe."""
-        checkpoint_id = store.last_checkpoint.get(session_id)
+        checkpoint_id = run.written.get(session_id)
         if run.error is not None or run.values is None or checkpoint_id is None:
             return RunEnd(run.run_id, run.error)
         registered = self._registered[run.model_key]
@@ -1357,7 +1361,7 @@ class GenieFlow:
                 await self._record(model_key, session_id)
             return _polling(session_id, _progress_of(run.progress.total, run.progress.done))
         # the record and (shared store) a run in another process, an unreported failure, the kept answer
-        look = await store.look(session_id, pop_error=True)
+        look = await store.look(session_id)
         if look.flight is not None:
             if look.flight.model_key != model_key:
                 self._checked(model_key, session_id, look.record)
@@ -1375,7 +1379,9 @@ class GenieFlow:
         if self._in_flight(session_id) is not None:  # a run started while the snapshot was read
             return await self._poll(model_key, session_id)
         failed = self._forget_finished_run(session_id)
-        error = look.error or (failed.error if failed is not None else None)
+        error = failed.error if failed is not None else None
+        if look.error is not None:  # told once: another poll may have taken it meanwhile
+            error = await store.pop_error(session_id) or error
         if error is not None:
             return AIResponse(session_id=session_id, error=error, next_actions=flow.session_actions(model))
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
@@ -1531,7 +1537,9 @@ class GenieFlow:
             async with shared_lock as look:
                 # the event's decision and its run: one checkpoint read, its lists validated once
                 with store.reusing_reads(session_id), remembering():
-                    expect(self._recalled.get(session_id, ()))  # the lists the last run here left, read back
+                    recalled = self._recalled.get(session_id)
+                    if recalled is not None and recalled[0] is flow.model_class:  # read back as the last run left them
+                        expect(recalled[1])
                     return await self._send_locked(flow, model_key, event, store, sender, message, look)
 
     async def _send_locked(
@@ -1548,8 +1556,7 @@ class GenieFlow:
         if self._in_flight(session_id) is not None:
             await self._record(model_key, session_id)
             raise SessionBusy(session_id, event.event)
-        # a failure nobody polled is superseded by this event; the mark undoes a refusal
-        look = look or await store.look(session_id, pop_error=True, mark=True)
+        look = look or await store.look(session_id, mark=True)  # (the mark undoes a refusal)
         record = self._checked(model_key, session_id, look.record)
         if look.flight is not None:
             raise SessionBusy(session_id, event.event)
@@ -1562,6 +1569,8 @@ class GenieFlow:
         if self._in_flight(session_id) is not None:  # started while the snapshot was read
             raise SessionBusy(session_id, event.event)
         self._forget_finished_run(session_id)
+        if look.error is not None:
+            await store.pop_error(session_id)  # a failure nobody polled is superseded by this event
         state_id = flow.node_of(model)
         if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
             raise SessionBusy(session_id, event.event)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import sqlite3
 import time
@@ -31,6 +32,7 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    copy_checkpoint,
 )
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -155,7 +157,7 @@ class SessionLook(NamedTuple):
     flight: RunInFlight | None = None
     """The run holding the session's lease in any process (shared stores)."""
     error: str | None = None
-    """The last run's failure, popped for the caller to report; only where no run is in flight."""
+    """The last run's failure nobody was told yet, where no run is in flight (:meth:`Store.pop_error` takes it)."""
     mark: StoreMark | None = None
     """Where the store can take it in the same trip, with ``mark=True``; else the caller marks."""
     answer: KeptAnswer | None = None
@@ -171,6 +173,11 @@ class RunEnd(NamedTuple):
     """Kept only if ``checkpoint_id`` still is the session's latest checkpoint."""
     checkpoint_id: str | None = None
 
+
+written_checkpoints: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "genie_graph_written_checkpoints", default=None
+)
+"""Where a run notes the id of the last root checkpoint it wrote, per thread (the tasks it starts inherit it)."""
 
 FeedItem = dict[str, Any]
 """``{"event": "state" | "token" | "progress" | "done", "data": {...}}``: one thing a run did."""
@@ -200,8 +207,6 @@ class Store(ABC):
         self._starts: dict[str, tuple[str, int]] = {}
         self._reusing: set[str] = set()
         self._kept: dict[str, CheckpointTuple] = {}
-        self.last_checkpoint: dict[str, str] = {}
-        """The id of the last root checkpoint this process wrote, per thread (taken by the run's end)."""
         self.write_listeners: list[Callable[[str], None]] = []
         """Told the thread id of every checkpoint write in this process (after what the run made it)."""
         self._read_checkpoint = saver.aget_tuple
@@ -242,7 +247,8 @@ class Store(ABC):
         found = await self._read_checkpoint(config)
         if found is not None and thread_id in self._reusing:
             self._reusing.discard(thread_id)  # kept once: a later read (a poll's, racing a write) keeps nothing
-            self._kept[thread_id] = found
+            # a copy: LangGraph's aget_state applies pending writes to the checkpoint it was given
+            self._kept[thread_id] = found._replace(checkpoint=copy_checkpoint(found.checkpoint))
         return found
 
     def _forgetting(self, write: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -252,12 +258,13 @@ class Store(ABC):
 
         return written
 
-    def _noting(self, put: Callable[..., Awaitable[RunnableConfig]]) -> Callable[..., Awaitable[RunnableConfig]]:
+    @staticmethod
+    def _noting(put: Callable[..., Awaitable[RunnableConfig]]) -> Callable[..., Awaitable[RunnableConfig]]:
         async def written(config: RunnableConfig, *args: Any, **kwargs: Any) -> RunnableConfig:
             saved = await put(config, *args, **kwargs)
-            configurable = saved.get("configurable") or {}
-            if not configurable.get("checkpoint_ns"):
-                self.last_checkpoint[str(configurable.get("thread_id"))] = str(configurable.get("checkpoint_id"))
+            noted, configurable = written_checkpoints.get(), saved.get("configurable") or {}
+            if noted is not None and not configurable.get("checkpoint_ns"):
+                noted[str(configurable.get("thread_id"))] = str(configurable.get("checkpoint_id"))
             return saved
 
         return written
@@ -362,9 +369,9 @@ class Store(ABC):
         if end is not None:
             await self.end_run(thread_id, end.run_id, end.error)
 
-    async def look(self, session_id: str, *, pop_error: bool = False, mark: bool = False) -> SessionLook:
-        """The session's record and, on a shared store, its run in flight, unreported failure (popped with
-        ``pop_error``, unless a run is in flight), mark (with ``mark``) and kept answer."""
+    async def look(self, session_id: str, *, mark: bool = False) -> SessionLook:
+        """The session's record and, on a shared store, its run in flight, its last run's unreported
+        failure (unless a run is in flight), its mark (with ``mark``) and its kept answer."""
         return SessionLook(await self.session(session_id))
 
     @abstractmethod
@@ -434,8 +441,8 @@ class Store(ABC):
     ) -> AbstractAsyncContextManager[SessionLook | None]:
         """Hold the session's event lock; raises SessionBusy if it cannot be had in ``wait_seconds``.
 
-        With ``look``, it may give the session's :meth:`look` (failure popped, marked), taken with the
-        lock; else None.
+        With ``look``, it may give the session's :meth:`look` (with its mark), taken with the lock; else
+        None.
         """
         raise self._not_shared()
 

@@ -229,3 +229,20 @@ def test_a_poll_answers_from_the_answer_its_run_kept_until_a_checkpoint_is_writt
         assert reads() > before
         assert flow.get_model("q_and_a", sid).actor_input == "changed"
     client.close()
+
+
+def test_a_runs_failure_is_told_once_to_the_first_poll_that_may_see_it(redis_url: str) -> None:
+    """A run's failure waits in Redis for a poll of the session: a poll refused (another model key)
+    leaves it there, the next good poll tells it, and the poll after that answers as usual."""
+    client = redis.Redis.from_url(redis_url)
+    poll = lambda flow, key, sid: flow.process_event(key, EventInput(session_id=sid, event="poll", event_input=""))  # noqa: E731
+    with graphs.create_flow(redis_url) as flow:
+        sid = flow.create_new_session("q_and_a").session_id
+        answered = send(flow, "q_and_a", sid, "user_input", "hello")
+        client.set(f"genie:error:{sid}", "RuntimeError: the run failed")  # as a run's end keeps it
+        with pytest.raises(UnknownSession):
+            poll(flow, "q_and_a_cond", sid)
+        told = poll(flow, "q_and_a", sid)
+        assert told.error == "RuntimeError: the run failed" and told.next_actions == ["user_input"]
+        assert poll(flow, "q_and_a", sid) == answered
+    client.close()
