@@ -1373,6 +1373,7 @@ class GenieFlow:
         kept = look.answer
         if kept is not None and look.error is None:
             if (kept.model_key, kept.version) == (model_key, self._registered[model_key].version):
+                self._forget_finished_run(session_id)  # a failed run here was followed by one that ended well
                 return AIResponse.model_validate_json(kept.body)
         snapshot, model = await self._snapshot(model_key, session_id, record)
         flow = self._flow_for(model_key, model)
