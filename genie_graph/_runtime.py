@@ -1224,8 +1224,10 @@ class GenieFlow:
         with remembering():
             try:
                 with packing_channels(store.packs_channels):
+                    # written once, where the intro stops: nobody has the session's id before that, so a
+                    # process that dies half way leaves nothing anyone would resume
                     result = await graph.ainvoke(
-                        model.model_dump(mode="json"), config, durability=store.durability, **self._run_options(flow)
+                        model.model_dump(mode="json"), config, durability="exit", **self._run_options(flow)
                     )
             except BaseException:
                 await store.delete(session_id)  # no half-made session is left behind
