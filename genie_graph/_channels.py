@@ -100,8 +100,8 @@ class _Scope:
 
     known: dict[int, _Known]
     expected: list[_Known]
-    """Lists the next read of a session is expected to give again (equal, as new objects): a session
-    this process kept as its last run left it, whose checkpoint is read back fresh."""
+    """Lists the next read of a session is expected to give again, equal but as new objects: those its
+    last run in this process left, read back from the store."""
 
 
 _scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("genie_graph_channel_objects", default=None)
