@@ -109,19 +109,17 @@ class _TransitionRecorder:
     def __init__(self, flow: CompiledFlow) -> None:
         self._flow = flow
 
-    def before_transition(self, event_data: EventData, source: State, target: State) -> None:
-        model: GenieModel = event_data.machine.model  # type: ignore[assignment]
+    def before_transition(self, model: GenieModel, event_input: str | None, source: State, target: State) -> None:
         source_kind = self._flow.kinds[source.id]
         target_kind = self._flow.kinds[target.id]
         model.source_type = source_kind
         model.target_type = target_kind
         model.actor = _ACTOR[source_kind]
         model.dialogue_persistence = _RECORDING[(source_kind, target_kind)]
-        model.actor_input = event_data.args[0] if event_data.args else None
+        model.actor_input = event_input
         model.task_error = None
 
-    def after_transition(self, event_data: EventData, target: State) -> None:
-        model: GenieModel = event_data.machine.model  # type: ignore[assignment]
+    def after_transition(self, model: GenieModel, target: State) -> None:
         persistence = model.dialogue_persistence
         if persistence is DialoguePersistence.RAW:
             model.record_dialogue_element()
@@ -178,6 +176,10 @@ class CompiledFlow:
     """Of the session's own flow: every flow it can reach (sub-flows, interruptions), by name."""
     nodes: dict[str, tuple[CompiledFlow, str]] = field(default_factory=dict)
     """Of the session's own flow: the session graph's node names -> (flow, state id)."""
+    plain: dict[tuple[str, str], tuple[int, Transition]] = field(default_factory=dict)
+    """(state id, event) -> the transition the event always takes there, and its position, where no
+    callback (validator, condition or hook, the machine's, the model's or a convention's) runs on the
+    way: such an event needs no machine built (see ``plain_transitions``)."""
 
     def budget_of(self, model: GenieModel) -> Budget | None:
         """The budget of ``model``'s session: the machine's, or what its budget function answers."""
@@ -413,6 +415,9 @@ class CompiledFlow:
             EventNotAllowed: the state has no transition for the event, or none whose
                 conditions pass. Nothing is changed.
         """
+        plain = self.plain.get((self.state_of(model), event))
+        if plain is not None:
+            return plain[0]
         machine = self.machine(model)
         return await _run_callbacks(machine, self._select(machine, model, event, event_input))
 
@@ -449,9 +454,22 @@ class CompiledFlow:
         Raises:
             EventNotAllowed: no transition passes; the model is unchanged.
         """
-        machine = self.machine(model)
+        plain = self.plain.get((self.state_of(model), event))
         with _tracing.transition(self, model, event, event_input):
+            if plain is not None:
+                self._take(model, event, event_input, *plain)
+                return
+            machine = self.machine(model)
             await _run_callbacks(machine, self._send(machine, model, event, event_input))
+
+    def _take(self, model: GenieModel, event: str, event_input: str, chosen: int, transition: Transition) -> None:
+        """What ``_send`` does for a transition with no callbacks: the model's part of it only."""
+        source, target = transition.source, transition.target
+        recorder = _TransitionRecorder(self)
+        recorder.before_transition(model, event_input, source, target)
+        model.state = target.value  # as the machine's ``current_state = target`` does
+        recorder.after_transition(model, target)
+        self._record(model, source, event, target, chosen)
 
     async def _send(self, machine: GenieStateMachine, model: GenieModel, event: str, event_input: str) -> None:
         try:
@@ -466,7 +484,7 @@ class CompiledFlow:
         source, target = transition.source, transition.target
         recorder = _TransitionRecorder(self)
         await _call(machine, transition.before.key, *args, **kwargs)
-        recorder.before_transition(kwargs["event_data"], source, target)
+        recorder.before_transition(model, event_input, source, target)
         if not transition.internal:
             await _call(machine, source.exit.key, *args, **kwargs)
         await _call(machine, transition.on.key, *args, **kwargs)
@@ -476,7 +494,10 @@ class CompiledFlow:
         if not transition.internal:
             await _call(machine, target.enter.key, *args, **kwargs)
         await _call(machine, transition.after.key, *args, **kwargs)
-        recorder.after_transition(kwargs["event_data"], target)
+        recorder.after_transition(model, target)
+        self._record(model, source, event, target, chosen)
+
+    def _record(self, model: GenieModel, source: State, event: str, target: State, chosen: int) -> None:
         model.record_history(HistoryKind.EVENT, state=source.id, event=event, target=target.id, flow=self.history_label)
         for observe in self.observers:
             observe(source.id, event, chosen)
@@ -500,6 +521,38 @@ class CompiledFlow:
             received=event,
             reason=reason,
         )
+
+
+def plain_transitions(machine: GenieStateMachine) -> dict[tuple[str, str], tuple[int, Transition]]:
+    """The transitions that run no callback, by (state id, event): see ``CompiledFlow.plain``.
+
+    ``machine`` is one built as the runtime builds them (on a model of the flow's class), so its
+    callback registry holds whatever the machine, the model and python-statemachine's naming
+    conventions attach to each transition. An event takes a plain transition only if no transition
+    before it for that event has a condition or validator to evaluate.
+    """
+    registry = machine._callbacks._registry
+
+    def runs(key: str) -> bool:
+        return key in registry and bool(registry[key].items)
+
+    plain: dict[tuple[str, str], tuple[int, Transition]] = {}
+    for state in type(machine).states:
+        decided: set[str] = set()
+        for index, transition in enumerate(state.transitions):
+            for event in transition.events:
+                name = str(event)
+                if name in decided:
+                    continue
+                decided.add(name)  # this transition is the first to decide for ``name``
+                if runs(transition.validators.key) or runs(transition.cond.key):
+                    continue
+                hooks = [transition.before.key, transition.on.key, transition.after.key]
+                if not transition.internal:
+                    hooks += [transition.source.exit.key, transition.target.enter.key]
+                if not any(runs(key) for key in hooks):
+                    plain[(state.id, name)] = (index, transition)
+    return plain
 
 
 def _event_arguments(
@@ -754,7 +807,7 @@ def compile_flow(
     flow.interruptible = check_interruptible(flow)
     flow.abort_states = check_abort_states(flow)
     try:  # resolves every cond/unless name and expression, as python-statemachine does per instance
-        flow.machine_class(model_class.model_construct(state=by_id[initials[0]].value), listeners=[])
+        machine = flow.machine_class(model_class.model_construct(state=by_id[initials[0]].value))
     except InvalidDefinition as exc:
         fix = "Define the named method on the machine or the model"
         unresolved = re.search(r"name '([^']+)'", str(exc))
@@ -764,6 +817,7 @@ def compile_flow(
             if close:
                 fix = f"Did you mean {close[0]!r}? " + fix
         raise FlowDefinitionError(name, str(exc), fix=fix) from exc
+    flow.plain = plain_transitions(machine)
     if composed:  # the flows it calls or that interrupt it, compiled into the same session graph
         compose(flow, lambda child: compile_flow(child, runner, compat, composed=False))
     return flow

@@ -7,6 +7,7 @@ and calls repeated when LangGraph re-executes a node resumed after ``interrupt()
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -535,3 +536,116 @@ def test_recording_runs_after_the_machines_after_transition(root: Path) -> None:
         ("user", "loud"),
         ("assistant", "Bot says loud"),
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Transitions with no callback run without building a machine; any callback, wherever it is
+# declared, keeps them on the machine's path.
+
+
+class PlainMachine(GenieStateMachine):
+    ask = State(initial=True, value=10)
+    think = State(value=20)
+    reply = State(value=30)
+
+    user_input = ask.to(think) | reply.to(think, cond="ready") | reply.to(ask)
+    ai_extraction = think.to(reply)
+    advance = reply.to(ask)
+
+    templates = {"ask": "r/ask.jinja2", "think": "i/think.jinja2", "reply": "r/reply.jinja2"}
+
+    def ready(self) -> bool:
+        return True
+
+
+class PlainModel(GenieModel):
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return PlainMachine
+
+
+class ExitHookMachine(PlainMachine):
+    def on_exit_think(self) -> None:
+        COUNTS["on_exit_think"] += 1
+
+
+class ExitHookModel(GenieModel):
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return ExitHookMachine
+
+
+class ModelHookModel(GenieModel):
+    """The hook is on the model, where python-statemachine also looks for callbacks."""
+
+    def on_enter_reply(self) -> None:
+        COUNTS["on_enter_reply"] += 1
+
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return PlainMachine
+
+
+class GenericHookMachine(PlainMachine):
+    def on_enter_state(self) -> None:
+        COUNTS["on_enter_state"] += 1
+
+
+class GenericHookModel(GenieModel):
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return GenericHookMachine
+
+
+def test_plain_transitions_are_those_no_callback_runs_on(root: Path) -> None:
+    flow = GenieFlow(template_root=root, store="memory://")
+    for key, model in [("plain", PlainModel), ("exit", ExitHookModel), ("model", ModelHookModel)]:
+        flow.register_model(key, model)
+    flow.register_model("generic", GenericHookModel)
+
+    def plain(key: str) -> set[tuple[str, str]]:
+        return set(flow.flow_of(key).plain)
+
+    # reply's user_input is decided by a condition first, so it is never plain
+    assert plain("plain") == {("ask", "user_input"), ("think", "ai_extraction"), ("reply", "advance")}
+    assert plain("exit") == {("ask", "user_input"), ("reply", "advance")}
+    assert plain("model") == {("ask", "user_input"), ("reply", "advance")}
+    assert plain("generic") == set()
+
+
+@pytest.mark.parametrize(("key", "hook"), [("exit", "on_exit_think"), ("model", "on_enter_reply")])
+def test_hooks_wherever_declared_run_once_per_transition(root: Path, key: str, hook: str) -> None:
+    flow = GenieFlow(template_root=root, store="memory://")
+    flow.register_model(key, ExitHookModel if key == "exit" else ModelHookModel)
+    with flow:
+        session = flow.create_new_session(key).session_id
+        for turn in range(2):
+            flow.process_event(key, EventInput(session_id=session, event="user_input", event_input=f"q{turn}"))
+            flow.wait_until_ready(session)
+            answer = flow.process_event(key, EventInput(session_id=session, event=POLL, event_input=""))
+            assert answer.response == f"Bot says Echo: q{turn}"
+    assert COUNTS[hook] == 2
+
+
+def test_a_plain_transition_leaves_the_model_as_the_machine_does(root: Path) -> None:
+    flow = GenieFlow(template_root=root, store="memory://")
+    flow.register_model("plain", PlainModel)
+    compiled = flow.flow_of("plain")
+
+    def after(plain: bool) -> dict[str, Any]:
+        model = PlainModel(session_id="s")
+        asyncio.run(compiled.enter_initial_state(model))
+        saved = dict(compiled.plain)
+        if not plain:
+            compiled.plain.clear()
+        try:
+            asyncio.run(compiled.send(model, "user_input", "hello"))
+        finally:
+            compiled.plain.update(saved)
+        data = model.model_dump(exclude={"history", "dialogue"})
+        return data | {
+            "history": [h.kind for h in model.history],
+            "dialogue": [(u.actor, u.actor_text) for u in model.dialogue],
+        }
+
+    assert after(plain=True) == after(plain=False)
