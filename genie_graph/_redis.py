@@ -63,7 +63,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redisvl.query import FilterQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import Tag  # type: ignore[import-untyped]
 
-from ._stores import FeedItem, KeptAnswer, RunEnd, RunInFlight, SessionLook, SessionRecord, Store, StoreMark
+from ._stores import (
+    FeedItem,
+    KeptAnswer,
+    RunClaim,
+    RunEnd,
+    RunInFlight,
+    SessionLook,
+    SessionRecord,
+    Store,
+    StoreMark,
+)
 from .errors import SessionBusy
 
 _WRITE_KEYS = "write_keys_zset"
@@ -91,6 +101,12 @@ if ARGV[4] and not redis.call('SET', KEYS[7], ARGV[4], 'NX', 'PX', ARGV[5]) then
     return {}
 end
 local held = redis.call('EXISTS', KEYS[1])
+local claimed = 0
+if ARGV[6] and held == 0 then
+    redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[7])
+    redis.call('ZADD', KEYS[8], ARGV[8], ARGV[9])
+    claimed = 1
+end
 local counts = redis.call('HMGET', KEYS[2], 'total', 'done')
 local record = redis.call('HGETALL', KEYS[3])
 local failure = false
@@ -109,16 +125,32 @@ if latest and held == 0 then
         answer = {kept[2], kept[3], kept[4]}
     end
 end
-return {held, counts, record, failure, latest, writes, answer}
+return {held, counts, record, failure, latest, writes, answer, claimed}
 """
 """What a poll or an event needs before the checkpoint, in one trip (see ``RedisStore.look``).
 
 KEYS: the run lease, progress, session record, failure, latest-checkpoint pointer and kept answer;
-then the event lock, to take first. ARGV: whether to list the latest checkpoint's writes (a mark),
-the registry and checkpoint key prefixes (the keys differ only there); then the event lock's token
-and milliseconds: an empty answer if another holds it. The failure is read where no run is in
-flight, not popped: the caller pops it when it reports it.
+then the event lock, to take first, and the runs' sorted set. ARGV: whether to list the latest
+checkpoint's writes (a mark), the registry and checkpoint key prefixes (the keys differ only there);
+then the event lock's token and milliseconds: an empty answer if another holds it; then a run id,
+its lease's milliseconds, its score in the runs' set and the session id: the run lease is taken for
+it if no run holds it, as ``_CLAIM`` does. The failure is read where no run is in flight, not popped:
+the caller pops it when it reports it.
 """
+
+_RELEASE = """
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+    redis.call('DEL', KEYS[2])
+    redis.call('ZREM', KEYS[3], ARGV[3])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 1
+end
+return 0
+"""
+"""Release the event lock ``KEYS[1]`` (token ``ARGV[1]``) and the run lease ``KEYS[2]`` its look took for
+run ``ARGV[2]`` and no run kept, unlisting session ``ARGV[3]`` from the runs' set ``KEYS[3]``."""
 
 _SETTLE = """
 local function prune(session_key, index, query, keep, grace, checkpoint_prefix, registry_prefix, latest_prefix)
@@ -173,6 +205,9 @@ if ARGV[8] == '1' then
     else
         redis.call('DEL', KEYS[7])
     end
+    for i = 18, #ARGV do
+        redis.call('PUBLISH', KEYS[8], ARGV[i])
+    end
 end
 return ttl
 """
@@ -182,9 +217,10 @@ a run that ends, keep its failure, release its lease and progress, and keep its 
 checkpoint it left (if that still is the latest).
 
 KEYS: the session record, run lease, progress, the runs' sorted set, failure, latest-checkpoint
-pointer, kept answer. ARGV: index, query, how many to keep, grace, the checkpoint, registry and
-pointer key prefixes; whether the run ends, its run id, the session id, whether it failed, the
-failure, its expiry; the checkpoint the answer is for, its model key, flow version and body.
+pointer, kept answer, feed channel. ARGV: index, query, how many to keep, grace, the checkpoint,
+registry and pointer key prefixes; whether the run ends, its run id, the session id, whether it
+failed, the failure, its expiry; the checkpoint the answer is for, its model key, flow version and
+body; then the feed items to publish, last of all (the ``done`` among them follows the answer kept).
 """
 
 _CLAIM = """
@@ -431,6 +467,7 @@ class RedisStore(Store):
         self._look = client.register_script(_LOOK)
         self._settle = client.register_script(_SETTLE)
         self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
         self._count_start = client.register_script(_COUNT_START)
 
     @classmethod
@@ -535,6 +572,7 @@ class RedisStore(Store):
                 answer.model_key if answer else "",
                 answer.version if answer else "",
                 answer.body if answer else "",
+                *(orjson.dumps(item) for item in end.feed),
             ]
         await self._settle(
             keys=[
@@ -544,6 +582,7 @@ class RedisStore(Store):
                 f"genie:error:{thread_id}",
                 saver._make_redis_checkpoint_latest_key(thread_id, ""),
                 f"genie:answer:{thread_id}",
+                self._feed_channel(thread_id),
             ],
             args=[
                 saver.checkpoints_index.name,
@@ -562,8 +601,11 @@ class RedisStore(Store):
         assert found is not None
         return found
 
-    async def _looked(self, session_id: str, mark: bool, lock: Lock | None = None) -> SessionLook | None:
-        """:meth:`look`; with a ``lock``, only if that (the event lock) is free: it is taken first, in the same trip."""
+    async def _looked(
+        self, session_id: str, mark: bool, lock: Lock | None = None, claim: RunClaim | None = None
+    ) -> SessionLook | None:
+        """:meth:`look`; with a ``lock``, only if that (the event lock) is free: it is taken first, in the same
+        trip, and then the run lease for ``claim`` if no run holds it."""
         keys = [
             *(f"genie:{part}:{session_id}" for part in ("run", "progress")),
             self._session_key(session_id),
@@ -573,12 +615,15 @@ class RedisStore(Store):
         ]
         args: list[Any] = ["1" if mark else "0", _WRITE_KEYS, self.saver._checkpoint_prefix]
         if lock is not None:
-            keys.append(_text(lock.name))
+            keys += [_text(lock.name), _RUNS]
             args += [lock.local.token, int(lock.timeout * 1000)]  # type: ignore[operator]
+            if claim is not None:
+                lease_ms = max(1, int(claim.lease_seconds * 1000))
+                args += [claim.run_id, lease_ms, time.time() + claim.lease_seconds, session_id]
         looked = await self._look(keys=keys, args=args)
         if not looked:
             return None
-        held, (total, done), fields, failure, latest, writes, answer = looked
+        held, (total, done), fields, failure, latest, writes, answer, claimed = looked
         record = self._record_of(session_id, dict(zip(fields[::2], fields[1::2], strict=True)))
         flight = None
         if held:
@@ -588,7 +633,8 @@ class RedisStore(Store):
             latest_id = _text(latest).rsplit(":", 1)[-1] if latest else ""
             store_mark = StoreMark(frozenset(), frozenset(_write_of(_text(key)) for key in writes), latest=latest_id)
         kept = KeptAnswer(_text(answer[0]), _text(answer[1]), answer[2]) if answer else None
-        return SessionLook(record, flight, None if not failure else _text(failure), store_mark, kept)
+        error = None if not failure else _text(failure)
+        return SessionLook(record, flight, error, store_mark, kept, claim if claimed else None)
 
     async def mark(self, thread_id: str) -> StoreMark:
         store_mark = (await self.look(thread_id, mark=True)).mark
@@ -796,20 +842,27 @@ class RedisStore(Store):
     # ---- coordination between processes --------------------------------------------------
     @contextlib.asynccontextmanager
     async def event_lock(
-        self, session_id: str, event: str, wait_seconds: float, look: bool = False
+        self, session_id: str, event: str, wait_seconds: float, look: bool = False, claim: RunClaim | None = None
     ) -> AsyncIterator[SessionLook | None]:
         lock = Lock(self.client, f"genie:lock:{session_id}", timeout=max(60.0, wait_seconds * 2), thread_local=False)
         looked = None
         try:
-            if look:  # a free lock is taken in the same trip as the look
+            if look:  # a free lock is taken in the same trip as the look (and the run lease, if free)
                 lock.local.token = uuid.uuid1().hex.encode()
-                looked = await self._looked(session_id, True, lock)
+                looked = await self._looked(session_id, True, lock, claim)
             if looked is None and not await lock.acquire(blocking=True, blocking_timeout=wait_seconds):
                 raise SessionBusy(session_id, event)
             yield looked
         finally:
-            with contextlib.suppress(LockError):
-                await lock.release()
+            taken = looked.claim if looked is not None else None
+            if taken is None or taken.kept:
+                with contextlib.suppress(LockError):
+                    await lock.release()
+            else:  # no run started under the lease the look took: both go in one trip
+                await self._release(
+                    keys=[_text(lock.name), f"genie:run:{session_id}", _RUNS],
+                    args=[lock.local.token, taken.run_id, session_id],
+                )
 
     def _lease(self, session_id: str, seconds: float, run_id: str | None = None) -> Lock:
         lease = Lock(self.client, f"genie:run:{session_id}", timeout=seconds, thread_local=False)
@@ -909,10 +962,14 @@ class RedisStore(Store):
         await asyncio.wait_for(self.client.ping(), timeout=5)
 
     # ---- the session feed over pub/sub: a worker's run reaches the API process's streams ----
+    @staticmethod
+    def _feed_channel(session_id: str) -> str:
+        return f"genie:feed:{session_id}"
+
     async def publish(self, session_id: str, items: list[FeedItem]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for item in items:
-            pipe.publish(f"genie:feed:{session_id}", orjson.dumps(item))
+            pipe.publish(self._feed_channel(session_id), orjson.dumps(item))
         await pipe.execute()
 
     @contextlib.asynccontextmanager
@@ -927,7 +984,7 @@ class RedisStore(Store):
 
         reader: asyncio.Task[None] | None = None
         try:  # (a subscription cut off half way gives its connection back too)
-            await pubsub.subscribe(f"genie:feed:{session_id}")
+            await pubsub.subscribe(self._feed_channel(session_id))
             reader = asyncio.create_task(relay())
             yield queue
         finally:

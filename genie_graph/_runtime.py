@@ -50,6 +50,7 @@ from ._stack import FlowStatus
 from ._stores import (
     FeedItem,
     KeptAnswer,
+    RunClaim,
     RunEnd,
     SessionLook,
     SessionRecord,
@@ -104,7 +105,7 @@ _FOLLOW_KEEPALIVE_SECONDS = 15.0
 """A followed run quiet for this long gets its progress repeated, so proxies keep the stream open."""
 _KEPT_SESSIONS = 256
 """At most this many sessions are kept as their last run left them (see ``GenieFlow._keep_settled``)."""
-_FEED_LINGER_SECONDS = 0.005
+_FEED_LINGER_SECONDS = 0.02
 """On a shared store, how long a run's feed waits after an item for more, to publish them in one round trip."""
 _PROGRESS_DELAY_SECONDS = 0.2
 """On a shared store, how long a run goes on before its sub-task counts are written for other processes' polls."""
@@ -184,6 +185,8 @@ class _Run:
     """Whether the run ended here, its lease released (False: a worker goes on with it)."""
     written: dict[str, str] = field(default_factory=dict)
     """The last root checkpoint the run wrote (its thread's id to the checkpoint's)."""
+    done_published: bool = False
+    """Whether the store published the feed's ``done`` with the run's end."""
 
 
 class _Stopped(NamedTuple):
@@ -233,7 +236,8 @@ class _FeedWriter:
     A process-local store hands each item to its subscribers at once. On a shared store each batch
     is a round trip to Redis, made by a task of its own, which lingers ``linger`` seconds after an
     item for those that follow (the run's steps come milliseconds apart). Closing does not wait for
-    the linger.
+    the linger. A run that ends takes the items not yet published (:meth:`take`) and has the store
+    publish them with its end, in the same round trip.
     """
 
     def __init__(self, store: Store, session_id: str, linger: float = 0.0) -> None:
@@ -244,6 +248,9 @@ class _FeedWriter:
         if store.shared:
             self._queue: asyncio.Queue[FeedItem | None] = asyncio.Queue()
             self._closing = asyncio.Event()
+            self._batch: list[FeedItem] = []
+            """Items taken from the queue and not published yet."""
+            self._taking = False
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     def put(self, event: str, data: dict[str, Any]) -> None:
@@ -253,22 +260,46 @@ class _FeedWriter:
             self._queue.put_nowait({"event": event, "data": data})
 
     async def _drain(self) -> None:
+        batch = self._batch
         while True:
-            batch: list[FeedItem] = []
             item = await self._queue.get()
-            if self._linger and item is not None and not self._closing.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), self._linger)
-            while item is not None:
+            if item is not None:
                 batch.append(item)
-                if self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if batch:
+                if self._linger and not self._closing.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), self._linger)
+                while not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        break
+                    batch.append(item)
+            if batch and not self._taking:  # (taken: the batch is left to ``take``)
                 with contextlib.suppress(Exception):  # the feed is best effort: polls still answer
-                    await self._store.publish(self._session_id, batch)
+                    await self._store.publish(self._session_id, list(batch))
+                batch.clear()
             if item is None:
                 return
+
+    async def take(self) -> list[FeedItem]:
+        """Stop publishing; the items not published yet, in order, for the caller to publish.
+
+        A batch on its way lands first. The writer goes on publishing what is put after.
+        """
+        if self._task is None:
+            return []
+        self._taking = True  # (not a cancel: a batch half published would be published twice, or lost)
+        self._queue.put_nowait(None)
+        self._closing.set()
+        with contextlib.suppress(Exception):
+            await self._task
+        taken = self._batch
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                taken.append(item)
+        self._batch, self._taking = [], False
+        self._task = asyncio.get_running_loop().create_task(self._drain())
+        return taken
 
     async def close(self) -> None:
         """Publish what is queued, then stop."""
@@ -823,6 +854,7 @@ class GenieFlow:
         run_id: str | None = None,
         step_token: str | None = None,
         version: str | None = None,
+        claim: RunClaim | None = None,
     ) -> _Run | None:
         """Run the session's graph in the background until it waits for the user again.
 
@@ -834,16 +866,21 @@ class GenieFlow:
         holds it) and beats while it works. With the Celery runner, a run here stops before an
         invoker state and queues it for a worker; a worker's run (``step_token`` set) does one
         invoker state and queues the next. ``version``: the session's flow version (an older one
-        kept serving it runs on its own graph).
+        kept serving it runs on its own graph). ``claim``: the run lease an event's look already took.
         """
         store = await self._open_store()
         flow = self._registered[model_key].serving(version).flow
+        if claim is not None:
+            run_id = claim.run_id
         run = _Run(run_id=run_id or str(ULID()), model_key=model_key, version=version)
         self._settled.pop(session_id, None)
         if not store.shared:
             run.others_wrote = store.others_wrote()
-        if store.shared and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
+        claimed = claim is not None and claim.lease_seconds == self.run_lease_seconds
+        if store.shared and not claimed and not await store.claim_run(session_id, run.run_id, self.run_lease_seconds):
             return None
+        if claim is not None:
+            claim.kept = True
         feed = _FeedWriter(store, session_id, _FEED_LINGER_SECONDS if store.shared else 0.0)
         shared = (
             _SharedProgress(store, session_id, self.dispatch_timeout_seconds, _PROGRESS_DELAY_SECONDS)
@@ -894,12 +931,13 @@ class GenieFlow:
                 if shared is not None:  # no progress written after the run ends
                     await shared.close()
                 try:
-                    run.ended = await self._after_run(model_key, session_id, run, undo, mark, step_token)
+                    run.ended = await self._after_run(model_key, session_id, run, undo, mark, step_token, feed)
                     if run.ended:
                         if not undo:
                             self._keep_settled(model_key, session_id, run)
                             self._recall(session_id, flow.model_class, run.recalled)
-                        feed.put("done", {"error": None if undo else run.error})
+                        if not run.done_published:
+                            feed.put("done", {"error": None if undo else run.error})
                     await feed.close()
                 finally:
                     if (run.error is None or undo) and self._runs.get(session_id) is run:
@@ -978,11 +1016,13 @@ class GenieFlow:
         undo: bool,
         mark: StoreMark | None,
         step_token: str | None = None,
+        feed: _FeedWriter | None = None,
     ) -> bool:
         """Undo a refused event or prune the checkpoints; then queue what a worker does next, or end the run.
 
         Returns whether the run ended (False: a worker goes on with it). A worker's run (``step_token``)
         frees the session's step before queueing the next one, which another worker may take at once.
+        A shared run that ends has its ``feed``'s last items and its ``done`` published with its end.
         """
         store = await self._open_store()
         ended = False
@@ -998,8 +1038,18 @@ class GenieFlow:
                 return False  # the lease goes on with the queued work
             else:
                 end = self._run_end(session_id, run) if store.shared else None
-                await store.settle(session_id, self.keep_checkpoints, end)
+                if end is not None and feed is not None:
+                    last = [*await feed.take(), {"event": "done", "data": {"error": run.error}}]
+                    end = end._replace(feed=last)
+                try:
+                    await store.settle(session_id, self.keep_checkpoints, end)
+                except Exception:
+                    if end is not None and feed is not None:
+                        for item in end.feed[:-1]:  # published after all, but for the done that follows
+                            feed.put(item["event"], item["data"])
+                    raise
                 ended = end is not None
+                run.done_published = bool(end is not None and end.feed)
         except Exception as exc:
             logger.exception("could not settle the run of session %s", session_id)
             run.error = run.error or f"{type(exc).__name__}: {exc}"
@@ -1446,11 +1496,17 @@ class GenieFlow:
         return {"event": "done", "data": {}} if finished else None  # the run here ended
 
     async def _resume_cut_off_run(
-        self, model_key: str, session_id: str, flow: CompiledFlow, snapshot: StateSnapshot
+        self,
+        model_key: str,
+        session_id: str,
+        flow: CompiledFlow,
+        snapshot: StateSnapshot,
+        claim: RunClaim | None = None,
     ) -> bool:
         """Resume invoker work nobody is doing (its process ended half way, or it is yet to be queued).
 
         True if the session has such work, now resumed here, queued, or taken by another process.
+        ``claim``: the run lease an event's look took, which the resumed work runs under.
         """
         if self._in_flight(session_id) is not None:
             return True
@@ -1458,8 +1514,10 @@ class GenieFlow:
             return False
         if self.runner == "celery":
             store = await self._open_store()
-            run_id = str(ULID())
-            if await store.claim_run(session_id, run_id, self.dispatch_timeout_seconds):
+            run_id = claim.run_id if claim is not None else str(ULID())
+            if await store.claim_run(session_id, run_id, self.dispatch_timeout_seconds):  # (ours: renewed)
+                if claim is not None:
+                    claim.kept = True
                 try:  # a session loaded from an older version: its migration is written before the work is queued
                     snapshot = await write_migration(
                         await self._graph(model_key), self._config(model_key, session_id), snapshot
@@ -1471,7 +1529,9 @@ class GenieFlow:
             return True
         # a session loaded from an older version: the run's first step writes its migration
         migration = migration_command(snapshot)
-        await self._start_run(model_key, session_id, migration, version=snapshot.values.get("flow_version"))
+        await self._start_run(
+            model_key, session_id, migration, version=snapshot.values.get("flow_version"), claim=claim
+        )
         return True
 
     async def _sweep_orphaned_runs(self) -> list[str]:
@@ -1532,8 +1592,9 @@ class GenieFlow:
         session_id = event.session_id
         store = await self._open_store()
         async with self._lock(session_id):
+            claim = RunClaim(str(ULID()), self.run_lease_seconds)  # the lease of the run the event may start
             shared_lock: contextlib.AbstractAsyncContextManager[SessionLook | None] = (
-                store.event_lock(session_id, event.event, _EVENT_LOCK_WAIT_SECONDS, look=True)
+                store.event_lock(session_id, event.event, _EVENT_LOCK_WAIT_SECONDS, look=True, claim=claim)
                 if store.shared
                 else contextlib.nullcontext()
             )
@@ -1575,7 +1636,7 @@ class GenieFlow:
         if look.error is not None:
             await store.pop_error(session_id)  # a failure nobody polled is superseded by this event
         state_id = flow.node_of(model)
-        if await self._resume_cut_off_run(model_key, session_id, flow, snapshot):
+        if await self._resume_cut_off_run(model_key, session_id, flow, snapshot, look.claim):
             raise SessionBusy(session_id, event.event)
         if not snapshot.interrupts:
             aborted = model.flows.status is FlowStatus.ABORTED
@@ -1597,7 +1658,9 @@ class GenieFlow:
             resume.update(sender=sender, message=message)
         # A session loaded from an older version writes its migration in the same run: undone with a refusal.
         command: Command[Any] = migration_command(snapshot, resume) or Command(resume=resume)
-        run = await self._start_run(model_key, session_id, command, report, mark, version=model.flow_version)
+        run = await self._start_run(
+            model_key, session_id, command, report, mark, version=model.flow_version, claim=look.claim
+        )
         if run is None:  # another process started a run meanwhile
             raise SessionBusy(session_id, event.event)
         await report.decided.wait()

@@ -150,6 +150,16 @@ class KeptAnswer(NamedTuple):
     body: bytes
 
 
+@dataclass
+class RunClaim:
+    """The run lease an event's look took with its lock (shared stores): the event's run, if it starts
+    one, runs under it (``kept``); else the lease is released with the lock."""
+
+    run_id: str
+    lease_seconds: float
+    kept: bool = False
+
+
 class SessionLook(NamedTuple):
     """What a poll or an event learns of a session before reading its checkpoint (Redis: in one round trip)."""
 
@@ -162,6 +172,12 @@ class SessionLook(NamedTuple):
     """Where the store can take it in the same trip, with ``mark=True``; else the caller marks."""
     answer: KeptAnswer | None = None
     """The poll answer kept for the session's latest checkpoint (shared stores), if it still is the latest."""
+    claim: RunClaim | None = None
+    """The run lease the look took, where it was asked to and no run held it."""
+
+
+FeedItem = dict[str, Any]
+"""``{"event": "state" | "token" | "progress" | "done", "data": {...}}``: one thing a run did."""
 
 
 class RunEnd(NamedTuple):
@@ -172,15 +188,14 @@ class RunEnd(NamedTuple):
     answer: KeptAnswer | None = None
     """Kept only if ``checkpoint_id`` still is the session's latest checkpoint."""
     checkpoint_id: str | None = None
+    feed: Sequence[FeedItem] = ()
+    """The run's last feed items (its ``done`` last), published once the run has ended."""
 
 
 written_checkpoints: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "genie_graph_written_checkpoints", default=None
 )
 """Where a run notes the id of the last root checkpoint it wrote, per thread (the tasks it starts inherit it)."""
-
-FeedItem = dict[str, Any]
-"""``{"event": "state" | "token" | "progress" | "done", "data": {...}}``: one thing a run did."""
 
 
 class Store(ABC):
@@ -437,12 +452,14 @@ class Store(ABC):
         return GenieGraphError(f"the {self.scheme} store serves one process; runs across processes need Redis")
 
     def event_lock(
-        self, session_id: str, event: str, wait_seconds: float, look: bool = False
+        self, session_id: str, event: str, wait_seconds: float, look: bool = False, claim: RunClaim | None = None
     ) -> AbstractAsyncContextManager[SessionLook | None]:
         """Hold the session's event lock; raises SessionBusy if it cannot be had in ``wait_seconds``.
 
         With ``look``, it may give the session's :meth:`look` (with its mark), taken with the lock; else
-        None.
+        None. With a ``claim`` too, that look also takes the run lease for it if no run holds it
+        (``SessionLook.claim``); unless a run started under it (``claim.kept``), the lease is released
+        with the lock.
         """
         raise self._not_shared()
 

@@ -246,3 +246,32 @@ def test_a_runs_failure_is_told_once_to_the_first_poll_that_may_see_it(redis_url
         assert told.error == "RuntimeError: the run failed" and told.next_actions == ["user_input"]
         assert poll(flow, "q_and_a", sid) == answered
     client.close()
+
+
+def test_an_event_takes_the_run_lease_with_its_lock_and_a_refusal_gives_both_back(redis_url: str) -> None:
+    """An event's look takes the session's event lock and, if no run holds it, the run lease for the
+    run the event may start. A refused event starts none: both are released and the session is listed
+    in no run; the next event takes them again and its run ends as usual."""
+    client = redis.Redis.from_url(redis_url)
+
+    def held(sid: str) -> tuple[bool, bool, bool]:
+        return (
+            bool(client.exists(f"genie:lock:{sid}")),
+            bool(client.exists(f"genie:run:{sid}")),
+            client.zscore("genie:runs", sid) is not None,
+        )
+
+    with graphs.create_flow(redis_url) as flow:
+        sid = flow.create_new_session("q_and_a").session_id
+        refused = flow.process_event("q_and_a", EventInput(session_id=sid, event="ai_extraction", event_input=""))
+        assert refused.error is not None and "ai_extraction" in refused.error
+        assert held(sid) == (False, False, False)
+        client.set(f"genie:run:{sid}", "another-run", px=60_000)  # a run elsewhere holds the lease
+        busy = flow.process_event("q_and_a", EventInput(session_id=sid, event="user_input", event_input="hello"))
+        assert busy.error is not None and busy.next_actions == ["poll"], busy
+        assert client.get(f"genie:run:{sid}") == b"another-run"  # not ours to give back
+        client.delete(f"genie:run:{sid}")
+        answered = send(flow, "q_and_a", sid, "user_input", "hello")
+        assert answered.error is None and "hello" in str(answered.response)
+        assert held(sid) == (False, False, False)
+    client.close()
