@@ -1,10 +1,13 @@
 """The model's long lists (dialogue, history) packed into one compressed string in the graph's channels.
 
-Only for stores that keep channels as JSON documents (Redis): there every field of every dialogue
-element would be a JSON node of its own, several times the text's size, rewritten at every step.
-The other stores compress whole checkpoints already. The runtime turns packing on around the runs
-it drives on such a store; nodes run elsewhere (LangGraph Studio, plain LangGraph) write plain lists,
-and a model reads either form.
+For the stores that write the channels at every step (``Store.packs_channels``). On Redis, which
+keeps channels as JSON documents, every field of every dialogue element would be a JSON node of its
+own, several times the text's size, rewritten at every step. On SQLite, LangGraph's saver encodes and
+compresses every channel into each checkpoint and each step's writes, so a long dialogue was encoded
+several times per turn; packed, it is encoded once when it changes and copied as a string after.
+The in-memory store keeps plain lists. The runtime turns packing on around the runs it drives on a
+packing store; nodes run elsewhere (LangGraph Studio, plain LangGraph) write plain lists, and a model
+reads either form.
 """
 
 from __future__ import annotations

@@ -208,7 +208,8 @@ class Store(ABC):
     scheme: ClassVar[StoreScheme]
     shared: ClassVar[bool] = False
     packs_channels: ClassVar[bool] = False
-    """Whether runs pack the model's long lists in channels (see ``_packing``): for JSON-document stores."""
+    """Whether runs pack the model's long lists in channels (see ``_packing``): for stores that write the
+    channels at every step, where one compressed string is what each write and each checkpoint copies."""
     durability: ClassVar[Durability] = "sync"
     """When a run's checkpoints are written (LangGraph's ``durability``). ``"sync"``: before each next
     step starts, so a process that dies mid-run leaves the session where it was working, and resumes
@@ -756,6 +757,9 @@ class SqliteStore(Store):
 
     scheme = "sqlite"
     saver: InlineSqliteSaver
+    # LangGraph's SqliteSaver serializes every channel into each checkpoint and each step's writes: a
+    # packed list is a string it copies, where a plain one it encodes and compresses again each time.
+    packs_channels = True
 
     def __init__(self, url: str, saver: InlineSqliteSaver) -> None:
         super().__init__(url, saver)
