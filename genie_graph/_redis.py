@@ -73,6 +73,7 @@ from ._stores import (
     SessionRecord,
     Store,
     StoreMark,
+    WorkTaken,
 )
 from .errors import SessionBusy
 
@@ -238,6 +239,28 @@ return 1
 """Take (or renew, if it is ours) the run lease ``KEYS[1]`` for token ``ARGV[1]`` for ``ARGV[2]`` ms,
 and list the session ``ARGV[4]`` in the runs' sorted set ``KEYS[2]`` until ``ARGV[3]``; 0 if another
 run holds the lease. The token is what redis-py's ``Lock`` compares: renewing and releasing stay its."""
+
+_TAKE_WORK = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {}
+end
+local holder = redis.call('GET', KEYS[2])
+local owned = 0
+local claimed = 0
+if holder == ARGV[3] then
+    owned = 1
+end
+if owned == 1 or not holder then
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+    claimed = 1
+end
+return {owned, claimed, redis.call('HGETALL', KEYS[4])}
+"""
+"""A worker's start, in one trip (see ``Store.take_work``): the step lock ``KEYS[1]`` for token ``ARGV[1]``
+for ``ARGV[2]`` ms (an empty answer if another worker holds it); then the run lease ``KEYS[2]`` for run
+``ARGV[3]``, taken or renewed as ``_CLAIM`` does (the runs' set ``KEYS[3]``, score ``ARGV[4]``, session
+``ARGV[5]``); and the session record ``KEYS[4]``."""
 
 _ERROR_SECONDS = 24 * 3600
 """How long the failure of a run nobody polled is kept."""
@@ -468,6 +491,7 @@ class RedisStore(Store):
         self._settle = client.register_script(_SETTLE)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._take_work = client.register_script(_TAKE_WORK)
         self._count_start = client.register_script(_COUNT_START)
 
     @classmethod
@@ -932,6 +956,17 @@ class RedisStore(Store):
     async def take_step(self, session_id: str, token: str, lease_seconds: float) -> bool:
         """The step lock: one worker at a time works a session's invoker state, whatever the queue delivers."""
         return bool(await self._step(session_id, lease_seconds, token).acquire(blocking=False, token=token))
+
+    async def take_work(self, session_id: str, token: str, run_id: str, lease_seconds: float) -> WorkTaken | None:
+        taken = await self._take_work(
+            keys=[f"genie:step:{session_id}", f"genie:run:{session_id}", _RUNS, self._session_key(session_id)],
+            args=[token, max(1, int(lease_seconds * 1000)), run_id, time.time() + lease_seconds, session_id],
+        )
+        if not taken:
+            return None
+        owned, claimed, fields = taken
+        record = self._record_of(session_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+        return WorkTaken(bool(owned), bool(claimed), record)
 
     async def renew_step(self, session_id: str, token: str, lease_seconds: float) -> bool:
         try:

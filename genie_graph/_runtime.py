@@ -56,6 +56,7 @@ from ._stores import (
     SessionRecord,
     Store,
     StoreMark,
+    WorkTaken,
     default_store_url,
     open_store,
     written_checkpoints,
@@ -1200,26 +1201,28 @@ class GenieFlow:
         """
         store = await self._open_store()
         step_token = str(ULID())
-        if not await store.take_step(session_id, step_token, self.run_lease_seconds):
+        taken = await store.take_work(session_id, step_token, run_id, self.run_lease_seconds)
+        if taken is None:
             return "busy"
         try:
             # the work's check and its run: one checkpoint read, its lists validated once
             with store.reusing_reads(session_id), remembering():
-                return await self._advance_stepped(model_key, session_id, run_id, checkpoint_id, step_token)
+                return await self._advance_stepped(model_key, session_id, run_id, checkpoint_id, step_token, taken)
         finally:
             await store.drop_step(session_id, step_token)
 
     async def _advance_stepped(
-        self, model_key: str, session_id: str, run_id: str, checkpoint_id: str, step_token: str
+        self, model_key: str, session_id: str, run_id: str, checkpoint_id: str, step_token: str, taken: WorkTaken
     ) -> str:
-        """:meth:`_advance` while holding the session's step."""
+        """:meth:`_advance` while holding the session's step, and the run lease if ``taken.claimed``."""
         store = await self._open_store()
-        owned = await store.owns_run(session_id, run_id)
-        if not owned and not await store.claim_run(session_id, run_id, self.run_lease_seconds):
+        owned = taken.owned
+        if not taken.claimed:
             return "busy"
         flow = self._registered[model_key].flow
         try:
-            snapshot, model = await self._snapshot(model_key, session_id)
+            record = self._checked(model_key, session_id, taken.record)
+            snapshot, model = await self._snapshot(model_key, session_id, record)
             flow = self._flow_for(model_key, model)
         except (UnknownSession, FlowVersionUnsupported):
             snapshot = None
@@ -1231,8 +1234,9 @@ class GenieFlow:
         # work queued by a process of an older version: the session's migration is written first
         config = self._config(model_key, session_id)
         snapshot = await write_migration(await self._graph(model_key), config, snapshot)
+        claim = RunClaim(run_id, self.run_lease_seconds)  # (taken with the step)
         run = await self._start_run(
-            model_key, session_id, None, run_id=run_id, step_token=step_token, version=model.flow_version
+            model_key, session_id, None, step_token=step_token, version=model.flow_version, claim=claim
         )
         if run is None or run.task is None:
             return "busy"

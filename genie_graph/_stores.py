@@ -176,6 +176,16 @@ class SessionLook(NamedTuple):
     """The run lease the look took, where it was asked to and no run held it."""
 
 
+class WorkTaken(NamedTuple):
+    """What a Celery worker learns as it takes a session's step (:meth:`Store.take_work`)."""
+
+    owned: bool
+    """The run lease already was the queued run's (the process that queued it holds it for the worker)."""
+    claimed: bool
+    """The run lease is the queued run's now, renewed for the run (False: another run holds it)."""
+    record: SessionRecord | None
+
+
 FeedItem = dict[str, Any]
 """``{"event": "state" | "token" | "progress" | "done", "data": {...}}``: one thing a run did."""
 
@@ -483,6 +493,16 @@ class Store(ABC):
     async def take_step(self, session_id: str, token: str, lease_seconds: float) -> bool:
         """Take the step lock a worker holds while it works the session."""
         raise self._not_shared()
+
+    async def take_work(self, session_id: str, token: str, run_id: str, lease_seconds: float) -> WorkTaken | None:
+        """What a worker does first with work queued as ``run_id``: take the session's step (None if
+        another worker has it), then the run lease for ``run_id`` (renewed if it already is its),
+        and read the session's record. A store may do it all in one trip."""
+        if not await self.take_step(session_id, token, lease_seconds):
+            return None
+        owned = await self.owns_run(session_id, run_id)
+        claimed = await self.claim_run(session_id, run_id, lease_seconds)
+        return WorkTaken(owned, claimed, await self.session(session_id))
 
     async def renew_step(self, session_id: str, token: str, lease_seconds: float) -> bool:
         """Renew the step lock; False if it was lost."""
