@@ -36,7 +36,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import orjson
@@ -206,9 +206,9 @@ if ARGV[8] == '1' then
     else
         redis.call('DEL', KEYS[7])
     end
-    for i = 18, #ARGV do
-        redis.call('PUBLISH', KEYS[8], ARGV[i])
-    end
+end
+for i = 18, #ARGV do
+    redis.call('PUBLISH', KEYS[8], ARGV[i])
 end
 return ttl
 """
@@ -221,7 +221,7 @@ KEYS: the session record, run lease, progress, the runs' sorted set, failure, la
 pointer, kept answer, feed channel. ARGV: index, query, how many to keep, grace, the checkpoint,
 registry and pointer key prefixes; whether the run ends, its run id, the session id, whether it
 failed, the failure, its expiry; the checkpoint the answer is for, its model key, flow version and
-body; then the feed items to publish, last of all (the ``done`` among them follows the answer kept).
+body; then the feed items to publish, last of all (a ``done`` among them follows the answer kept).
 """
 
 _CLAIM = """
@@ -580,7 +580,7 @@ class RedisStore(Store):
     async def prune(self, thread_id: str, keep: int) -> None:
         await self.settle(thread_id, keep)
 
-    async def settle(self, thread_id: str, keep: int, end: RunEnd | None = None) -> None:
+    async def settle(self, thread_id: str, keep: int, end: RunEnd | None = None, feed: Sequence[FeedItem] = ()) -> None:
         saver = self.saver
         ending: list[Any] = ["0", "", "", "0", "", "", "", "", "", ""]
         if end is not None:
@@ -596,7 +596,6 @@ class RedisStore(Store):
                 answer.model_key if answer else "",
                 answer.version if answer else "",
                 answer.body if answer else "",
-                *(orjson.dumps(item) for item in end.feed),
             ]
         await self._settle(
             keys=[
@@ -617,6 +616,7 @@ class RedisStore(Store):
                 _WRITE_KEYS,
                 "checkpoint_latest",
                 *ending,
+                *(orjson.dumps(item) for item in feed),
             ],
         )
 

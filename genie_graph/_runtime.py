@@ -1034,23 +1034,15 @@ class GenieFlow:
                 self.runner == "celery"
                 and not undo
                 and run.error is None
-                and await self._queued(model_key, session_id, run, step_token)
+                and await self._queued(model_key, session_id, run, step_token, feed)
             ):
                 return False  # the lease goes on with the queued work
             else:
                 end = self._run_end(session_id, run) if store.shared else None
-                if end is not None and feed is not None:
-                    last = [*await feed.take(), {"event": "done", "data": {"error": run.error}}]
-                    end = end._replace(feed=last)
-                try:
-                    await store.settle(session_id, self.keep_checkpoints, end)
-                except Exception:
-                    if end is not None and feed is not None:
-                        for item in end.feed[:-1]:  # published after all, but for the done that follows
-                            feed.put(item["event"], item["data"])
-                    raise
+                done: FeedItem | None = {"event": "done", "data": {"error": run.error}} if end is not None else None
+                await self._settle_with_feed(store, session_id, end, feed, done)
                 ended = end is not None
-                run.done_published = bool(end is not None and end.feed)
+                run.done_published = done is not None and feed is not None
         except Exception as exc:
             logger.exception("could not settle the run of session %s", session_id)
             run.error = run.error or f"{type(exc).__name__}: {exc}"
@@ -1059,15 +1051,39 @@ class GenieFlow:
                 await store.end_run(session_id, run.run_id, None if undo else run.error)
         return True
 
-    async def _queued(self, model_key: str, session_id: str, run: _Run, step_token: str | None) -> bool:
-        """With the Celery runner: if the run stopped before an invoker state, prune and queue that state."""
+    async def _settle_with_feed(
+        self,
+        store: Store,
+        session_id: str,
+        end: RunEnd | None,
+        feed: _FeedWriter | None,
+        done: FeedItem | None = None,
+    ) -> None:
+        """:meth:`Store.settle`, publishing in the same trip what the run's ``feed`` has not published yet,
+        then ``done`` (if given). If the settle fails, the feed publishes its items itself."""
+        items = await feed.take() if feed is not None else []
+        try:
+            await store.settle(session_id, self.keep_checkpoints, end, [*items, done] if done else items)
+        except Exception:
+            if feed is not None:
+                for item in items:
+                    feed.put(item["event"], item["data"])
+            raise
+
+    async def _queued(
+        self, model_key: str, session_id: str, run: _Run, step_token: str | None, feed: _FeedWriter | None = None
+    ) -> bool:
+        """With the Celery runner: if the run stopped before an invoker state, prune and queue that state.
+
+        The run's ``feed`` is published with the prune, before the state is queued: what the worker's run
+        publishes follows it."""
         flow = self._registered[model_key].serving(run.version).flow
         snapshot = run.stopped or await (await self._graph(model_key, run.version)).aget_state(
             self._config(model_key, session_id)
         )
         if not self._interrupted_run(flow, snapshot):
             return False
-        await self._settle(session_id)
+        await self._settle_with_feed(await self._open_store(), session_id, None, feed)
         if step_token is not None:  # else the queued task could find the step taken, and be dropped
             await (await self._open_store()).drop_step(session_id, step_token)
         await self._dispatch(model_key, session_id, run.run_id, snapshot)

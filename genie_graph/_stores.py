@@ -198,8 +198,6 @@ class RunEnd(NamedTuple):
     answer: KeptAnswer | None = None
     """Kept only if ``checkpoint_id`` still is the session's latest checkpoint."""
     checkpoint_id: str | None = None
-    feed: Sequence[FeedItem] = ()
-    """The run's last feed items (its ``done`` last), published once the run has ended."""
 
 
 written_checkpoints: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
@@ -386,14 +384,17 @@ class Store(ABC):
     async def prune(self, thread_id: str, keep: int) -> None:
         """Drop all but the latest ``keep`` checkpoints of a thread (and their writes)."""
 
-    async def settle(self, thread_id: str, keep: int, end: RunEnd | None = None) -> None:
-        """After a run: :meth:`prune`, then (a shared run's ``end``) :meth:`end_run`, keeping its answer.
+    async def settle(self, thread_id: str, keep: int, end: RunEnd | None = None, feed: Sequence[FeedItem] = ()) -> None:
+        """After a run: :meth:`prune`, then (a shared run's ``end``) :meth:`end_run`, keeping its answer,
+        then :meth:`publish` the run's last ``feed`` items (shared stores).
 
         Redis does it all in one round trip; a store without shared runs only prunes.
         """
         await self.prune(thread_id, keep)
         if end is not None:
             await self.end_run(thread_id, end.run_id, end.error)
+        if feed:
+            await self.publish(thread_id, list(feed))
 
     async def look(self, session_id: str, *, mark: bool = False) -> SessionLook:
         """The session's record and, on a shared store, its run in flight, its last run's unreported
