@@ -207,7 +207,18 @@ if ARGV[8] == '1' then
         redis.call('DEL', KEYS[7])
     end
 end
-for i = 18, #ARGV do
+if ARGV[18] ~= '' then
+    local holder = redis.call('GET', KEYS[2])
+    if holder == ARGV[18] then
+        redis.call('PEXPIRE', KEYS[2], ARGV[19])
+    elseif not holder then
+        redis.call('SET', KEYS[2], ARGV[18], 'PX', ARGV[19])
+    end
+    if not holder or holder == ARGV[18] then
+        redis.call('ZADD', KEYS[4], ARGV[20], ARGV[21])
+    end
+end
+for i = 22, #ARGV do
     redis.call('PUBLISH', KEYS[8], ARGV[i])
 end
 return ttl
@@ -221,7 +232,9 @@ KEYS: the session record, run lease, progress, the runs' sorted set, failure, la
 pointer, kept answer, feed channel. ARGV: index, query, how many to keep, grace, the checkpoint,
 registry and pointer key prefixes; whether the run ends, its run id, the session id, whether it
 failed, the failure, its expiry; the checkpoint the answer is for, its model key, flow version and
-body; then the feed items to publish, last of all (a ``done`` among them follows the answer kept).
+body; then a run id whose lease to renew (or take, if free) as ``_CLAIM`` does, its milliseconds, its
+score in the runs' set and the session id (all '' but for a run that goes on elsewhere); then the
+feed items to publish, last of all (a ``done`` among them follows the answer kept).
 """
 
 _CLAIM = """
@@ -580,7 +593,14 @@ class RedisStore(Store):
     async def prune(self, thread_id: str, keep: int) -> None:
         await self.settle(thread_id, keep)
 
-    async def settle(self, thread_id: str, keep: int, end: RunEnd | None = None, feed: Sequence[FeedItem] = ()) -> None:
+    async def settle(
+        self,
+        thread_id: str,
+        keep: int,
+        end: RunEnd | None = None,
+        feed: Sequence[FeedItem] = (),
+        renew: RunClaim | None = None,
+    ) -> None:
         saver = self.saver
         ending: list[Any] = ["0", "", "", "0", "", "", "", "", "", ""]
         if end is not None:
@@ -616,6 +636,16 @@ class RedisStore(Store):
                 _WRITE_KEYS,
                 "checkpoint_latest",
                 *ending,
+                *(
+                    (
+                        renew.run_id,
+                        max(1, int(renew.lease_seconds * 1000)),
+                        time.time() + renew.lease_seconds,
+                        thread_id,
+                    )
+                    if renew is not None
+                    else ("", "", "", "")
+                ),
                 *(orjson.dumps(item) for item in feed),
             ],
         )

@@ -1058,12 +1058,13 @@ class GenieFlow:
         end: RunEnd | None,
         feed: _FeedWriter | None,
         done: FeedItem | None = None,
+        renew: RunClaim | None = None,
     ) -> None:
         """:meth:`Store.settle`, publishing in the same trip what the run's ``feed`` has not published yet,
         then ``done`` (if given). If the settle fails, the feed publishes its items itself."""
         items = await feed.take() if feed is not None else []
         try:
-            await store.settle(session_id, self.keep_checkpoints, end, [*items, done] if done else items)
+            await store.settle(session_id, self.keep_checkpoints, end, [*items, done] if done else items, renew)
         except Exception:
             if feed is not None:
                 for item in items:
@@ -1083,10 +1084,12 @@ class GenieFlow:
         )
         if not self._interrupted_run(flow, snapshot):
             return False
-        await self._settle_with_feed(await self._open_store(), session_id, None, feed)
+        store = await self._open_store()
+        renew = RunClaim(run.run_id, self.dispatch_timeout_seconds)  # the lease waits for the queued work
+        await self._settle_with_feed(store, session_id, None, feed, renew=renew)
         if step_token is not None:  # else the queued task could find the step taken, and be dropped
-            await (await self._open_store()).drop_step(session_id, step_token)
-        await self._dispatch(model_key, session_id, run.run_id, snapshot)
+            await store.drop_step(session_id, step_token)
+        await self._dispatch(model_key, session_id, run.run_id, snapshot, claimed=True)
         return True
 
     def _run_end(self, session_id: str, run: _Run) -> RunEnd:
@@ -1190,15 +1193,19 @@ class GenieFlow:
         template = flow.node_template(state_id)
         return template.queue_name if isinstance(template, NamedQueueTaskTemplate) else DEFAULT_QUEUE
 
-    async def _dispatch(self, model_key: str, session_id: str, run_id: str, snapshot: StateSnapshot) -> None:
-        """Queue the pending invoker state for a Celery worker; the run lease then waits for it."""
+    async def _dispatch(
+        self, model_key: str, session_id: str, run_id: str, snapshot: StateSnapshot, *, claimed: bool = False
+    ) -> None:
+        """Queue the pending invoker state for a Celery worker; the run lease then waits for it (``claimed``:
+        the caller has already set it to wait)."""
         from ._celery import send_advance
 
         store = await self._open_store()
         flow = self._registered[model_key].serving(snapshot.values.get("flow_version")).flow
         state_id = snapshot.next[0]
         checkpoint_id = snapshot.config["configurable"]["checkpoint_id"]
-        await store.claim_run(session_id, run_id, self.dispatch_timeout_seconds)
+        if not claimed:
+            await store.claim_run(session_id, run_id, self.dispatch_timeout_seconds)
         try:
             await asyncio.to_thread(
                 send_advance, self, self._queue_of(flow, state_id), model_key, session_id, run_id, checkpoint_id

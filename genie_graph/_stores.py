@@ -384,8 +384,16 @@ class Store(ABC):
     async def prune(self, thread_id: str, keep: int) -> None:
         """Drop all but the latest ``keep`` checkpoints of a thread (and their writes)."""
 
-    async def settle(self, thread_id: str, keep: int, end: RunEnd | None = None, feed: Sequence[FeedItem] = ()) -> None:
+    async def settle(
+        self,
+        thread_id: str,
+        keep: int,
+        end: RunEnd | None = None,
+        feed: Sequence[FeedItem] = (),
+        renew: RunClaim | None = None,
+    ) -> None:
         """After a run: :meth:`prune`, then (a shared run's ``end``) :meth:`end_run`, keeping its answer,
+        or (a shared run that goes on elsewhere, ``renew``) :meth:`claim_run` again for its new lease;
         then :meth:`publish` the run's last ``feed`` items (shared stores).
 
         Redis does it all in one round trip; a store without shared runs only prunes.
@@ -393,6 +401,8 @@ class Store(ABC):
         await self.prune(thread_id, keep)
         if end is not None:
             await self.end_run(thread_id, end.run_id, end.error)
+        if renew is not None:
+            await self.claim_run(thread_id, renew.run_id, renew.lease_seconds)
         if feed:
             await self.publish(thread_id, list(feed))
 
