@@ -34,6 +34,9 @@ DEFAULT_POLL_WAIT_SECONDS = 1.0
 """How long a poll of a run in flight waits for news before answering ``["poll"]``."""
 MAX_POLL_WAIT_SECONDS = 30.0
 """Longer, and proxies and clients' timeouts start cutting polls off."""
+DEFAULT_EVENT_WAIT_SECONDS = 0.25
+"""How long an event into an invoker state waits for the run's answer before answering ``["poll"]``:
+a fast invoker's turn is one request, and a slow one's ``["poll"]`` comes too soon for a person to see."""
 
 _EXAMPLE_SESSION = "0190c3f2-6a8e-7d9b-a1f0-2c4b7e9d1a35"
 _SESSION_ID = Path(description="the session id `start_session` answered", examples=[_EXAMPLE_SESSION])
@@ -100,6 +103,7 @@ def create_app(
     cors_origins: Sequence[str] = (),
     max_event_input_bytes: int = DEFAULT_MAX_EVENT_INPUT_BYTES,
     poll_wait_seconds: float = DEFAULT_POLL_WAIT_SECONDS,
+    event_wait_seconds: float = DEFAULT_EVENT_WAIT_SECONDS,
     genie_flow_status_codes: bool = False,
     close_flow: bool = False,
     playground: bool = True,
@@ -120,6 +124,10 @@ def create_app(
             ``["poll"]``: it answers as soon as the run settles or its progress changes, so a client
             polling every few milliseconds makes one request per change. 0 answers at once, as Genie
             Flow does.
+        event_wait_seconds: how long an event into an invoker state may wait for the run to settle.
+            If it does, the event answers as the poll after it would (the answer and the next events),
+            so a fast invoker's turn is one request; else it answers ``["poll"]`` when the time is up.
+            0 answers ``["poll"]`` at once, as Genie Flow does.
         genie_flow_status_codes: answer refused events with 500, as Genie Flow does, instead of 409/422.
         close_flow: close ``flow`` when the app shuts down.
         playground: serve the playground, a web page to chat with the flows and watch their state
@@ -135,6 +143,10 @@ def create_app(
         raise ValueError(f"max_event_input_bytes must be at least 1, got {max_event_input_bytes}")
     if not 0 <= poll_wait_seconds <= MAX_POLL_WAIT_SECONDS:
         raise ValueError(f"poll_wait_seconds must be between 0 and {MAX_POLL_WAIT_SECONDS:g}, got {poll_wait_seconds}")
+    if not 0 <= event_wait_seconds <= MAX_POLL_WAIT_SECONDS:
+        raise ValueError(
+            f"event_wait_seconds must be between 0 and {MAX_POLL_WAIT_SECONDS:g}, got {event_wait_seconds}"
+        )
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
 
     @asynccontextmanager
@@ -229,7 +241,7 @@ def create_app(
         await check_owner(model_key, event.session_id, caller)
         if event.event == POLL:
             return await flow.aprocess_event(model_key, event, wait=poll_wait_seconds)
-        return await flow.asend_event(model_key, event)
+        return await flow.asend_event(model_key, event, wait=event_wait_seconds)
 
     @router.post(
         "/{model_key}/event",
@@ -237,7 +249,8 @@ def create_app(
         summary="Send an event, or poll",
         description='`event: "poll"` polls: `next_actions == ["poll"]` with `progress` while a run is in '
         "flight, then the response (or the invoker's failure in `error`, with status 200). Any other event "
-        "moves the session on: into a user state it answers with the response, into an invoker state with "
+        "moves the session on: into a user state it answers with the response; into an invoker state with "
+        "the run's answer if the run settles within the server's event wait (0.25 s by default), else "
         '`["poll"]`. With `Accept: text/event-stream` the answer is a stream of server-sent events '
         "(see `/event/stream`).",
         responses={
@@ -506,12 +519,16 @@ def settings_from_env() -> dict[str, Any]:
     limit = os.environ.get("GENIE_GRAPH_MAX_EVENT_INPUT", "").strip()
     if limit:
         options["max_event_input_bytes"] = int(limit)
-    poll_wait = os.environ.get("GENIE_GRAPH_POLL_WAIT", "").strip()
-    if poll_wait:
-        try:
-            options["poll_wait_seconds"] = float(poll_wait)
-        except ValueError:
-            raise ValueError(f"GENIE_GRAPH_POLL_WAIT={poll_wait!r} is not a number of seconds, e.g. 1 or 0.5") from None
+    for variable, option in (
+        ("GENIE_GRAPH_POLL_WAIT", "poll_wait_seconds"),
+        ("GENIE_GRAPH_EVENT_WAIT", "event_wait_seconds"),
+    ):
+        seconds = os.environ.get(variable, "").strip()
+        if seconds:
+            try:
+                options[option] = float(seconds)
+            except ValueError:
+                raise ValueError(f"{variable}={seconds!r} is not a number of seconds, e.g. 1 or 0.25") from None
     roles = os.environ.get("GENIE_GRAPH_API_ROLES", "").strip()
     if roles:
         options["roles"] = parse_roles(roles)

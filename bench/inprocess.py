@@ -3,7 +3,7 @@
 The hand-written graph is ``../shared/peers/langgraph-bare``'s Q&A flow (intro, interrupt, an echo
 node, a user state, interrupt ...), with a pydantic state holding the dialogue. genie-graph runs
 the benchmark's ``qa`` flow through its runtime on the same event loop, as ``genie-graph serve`` does
-(``aprocess_event``, waiting for the run, then the poll that collects the answer: the hand-written
+(``aprocess_event`` with ``wait``: the event answers with the run's answer, as the hand-written
 graph's ``ainvoke`` hands back its state). Both write checkpoints as genie-graph's store does
 (``durability="exit"`` in memory, ``"sync"`` on SQLite and Redis) and run 5-turn sessions, so the
 figures compare with the measured floors. On SQLite and Redis both use genie-graph's saver (LangGraph's
@@ -30,7 +30,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, Durability, interrupt
 from pydantic import BaseModel, Field
 
-from bench.scenarios import Timings
+from bench.scenarios import TURN_TIMEOUT, Timings
 from genie_graph import EventInput
 from genie_graph._stores import InlineSqliteSaver, MemoryStore, SqliteStore
 
@@ -102,10 +102,6 @@ async def _bare_turns(saver: BaseCheckpointSaver[Any], sessions: int, durability
     return timings
 
 
-def poll(session_id: str) -> EventInput:
-    return EventInput(session_id=session_id, event="poll", event_input="")
-
-
 def _genie_turns(store: str, sessions: int) -> Timings:
     """The same turns through genie-graph's runtime, on the caller's event loop as a server runs it."""
     from bench.flows import create_flow
@@ -120,9 +116,7 @@ def _genie_turns(store: str, sessions: int) -> Timings:
                 for turn in range(TURNS_PER_SESSION):
                     event = EventInput(session_id=session_id, event="user_input", event_input=f"question {turn}")
                     began = time.perf_counter()
-                    await flow.aprocess_event("qa", event)
-                    await flow.await_until_ready(session_id)
-                    answer = await flow.aprocess_event("qa", poll(session_id))  # the answer, as the graph's is
+                    answer = await flow.aprocess_event("qa", event, wait=TURN_TIMEOUT)
                     timings.seconds.append(time.perf_counter() - began)
                     if answer.response is None or answer.error is not None:
                         timings.add_failure(f"no answer: {answer.model_dump()}")

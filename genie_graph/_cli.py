@@ -509,6 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
         'answering ["poll"] (1); 0 answers at once, as Genie Flow does',
     )
     serve.add_argument(
+        "--event-wait",
+        type=float,
+        default=os.environ.get("GENIE_GRAPH_EVENT_WAIT", "0.25"),
+        metavar="SECONDS",
+        help="how long an event into an invoker state waits for the run's answer, answered at once if it "
+        'comes in time, before answering ["poll"] (0.25); 0 answers ["poll"] at once, as Genie Flow does',
+    )
+    serve.add_argument(
         "--genie-flow-status-codes",
         action="store_true",
         help="answer refused events with 500 as Genie Flow does, instead of 409/422",
@@ -552,6 +560,8 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
 
     if not 0 <= args.poll_wait <= MAX_POLL_WAIT_SECONDS:
         raise UsageError(f"--poll-wait must be between 0 and {MAX_POLL_WAIT_SECONDS:g} seconds, got {args.poll_wait}")
+    if not 0 <= args.event_wait <= MAX_POLL_WAIT_SECONDS:
+        raise UsageError(f"--event-wait must be between 0 and {MAX_POLL_WAIT_SECONDS:g} seconds, got {args.event_wait}")
     if args.workers > 1 and not flow.store_url.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError(
             f"--workers {args.workers} needs a store shared by processes: pass --store redis://host:port/0 "
@@ -562,6 +572,7 @@ def cmd_serve(flow: GenieFlow, args: argparse.Namespace, out: TextIO) -> int:
         "GENIE_GRAPH_CORS_ORIGINS": args.cors_origins,
         "GENIE_GRAPH_MAX_EVENT_INPUT": str(args.max_event_input),
         "GENIE_GRAPH_POLL_WAIT": str(args.poll_wait),
+        "GENIE_GRAPH_EVENT_WAIT": str(args.event_wait),
         "GENIE_GRAPH_GENIE_FLOW_STATUS_CODES": "1" if args.genie_flow_status_codes else "",
         "GENIE_GRAPH_PLAYGROUND": "1" if args.playground else "0",
     }

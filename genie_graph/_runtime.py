@@ -1474,16 +1474,28 @@ class GenieFlow:
             return AIResponse(session_id=session_id, next_actions=[POLL])
         return self._answer(flow, model)
 
-    async def _poll_waiting(self, model_key: str, session_id: str, wait: float) -> AIResponse:
+    async def _poll_waiting(
+        self, model_key: str, session_id: str, wait: float, first: AIResponse | None = None, settled: bool = False
+    ) -> AIResponse:
         """A poll that, while a run is in flight, waits up to ``wait`` seconds for news: the run settling,
-        or its sub-task counts changing. The answer is a plain poll's, given as soon as it changes."""
-        first = await self._poll(model_key, session_id)
+        or its sub-task counts changing. The answer is a plain poll's, given as soon as it changes.
+
+        ``first``: the answer already given (an event's ``["poll"]``), to wait from without a poll.
+        ``settled``: wait for the run to settle only, not for its progress.
+        """
+        first = first or await self._poll(model_key, session_id)
         if wait <= 0 or not _still_polling(first):
             return first
+        deadline = time.monotonic() + wait
+        run = self._in_flight(session_id)
+        if settled and run is not None and run.task is not None:  # the run is here: no feed needed to hear it end
+            await asyncio.wait({run.task}, timeout=wait)
+            answer = await self._poll(model_key, session_id)
+            if not _still_polling(answer) or time.monotonic() >= deadline:
+                return answer  # (else its work went on elsewhere, a Celery worker's: wait for that below)
         store = await self._open_store()
         if store.held_feeds is not None and self._held_feeds >= store.held_feeds:
             return first  # as many polls wait as the store's connections allow: this one answers at once
-        deadline = time.monotonic() + wait
         self._held_feeds += 1
         try:
             async with store.subscribe(session_id) as queue:
@@ -1491,9 +1503,11 @@ class GenieFlow:
                 while True:
                     answer = await self._poll(model_key, session_id)  # looked at after subscribing: no news lost
                     remaining = deadline - time.monotonic()
-                    if not _still_polling(answer) or answer.progress != first.progress or remaining <= 0:
+                    if not _still_polling(answer) or remaining <= 0:
                         return answer
-                    if news is not None and news["event"] == "progress":
+                    if answer.progress != first.progress and not settled:
+                        return answer
+                    if news is not None and news["event"] == "progress" and not settled:
                         counts = _progress_in(news)
                         if counts != first.progress:  # told by a run elsewhere before its counts are stored
                             return _polling(session_id, counts)
@@ -1600,6 +1614,13 @@ class GenieFlow:
             and not snapshot.interrupts
             and all(flow.node_kind(node) is StateKind.INVOKER for node in snapshot.next)
         )
+
+    async def _send_waiting(self, model_key: str, event: EventInput, wait: float) -> AIResponse:
+        """Process a non-poll event; if it starts a run, wait up to ``wait`` seconds for the run's answer."""
+        answer = await self._send(model_key, event)
+        if wait <= 0 or not _still_polling(answer):
+            return answer
+        return await self._poll_waiting(model_key, event.session_id, wait, first=answer, settled=True)
 
     @_tracing.traced_event
     async def _send(
@@ -1870,7 +1891,7 @@ class GenieFlow:
         if event.event == POLL:
             return await self._poll_waiting(model_key, event.session_id, wait)
         try:
-            return await self._send(model_key, event)
+            return await self._send_waiting(model_key, event, wait)
         except EventNotAllowed as refused:
             return AIResponse(session_id=event.session_id, error=refused.to_json(), next_actions=refused.allowed)
         except SessionBusy as busy:
@@ -1886,9 +1907,11 @@ class GenieFlow:
         invoker runs; ``poll`` answers ``["poll"]`` with progress until the run settles, then the
         latest response (or the invoker's error in ``error``) and the next events.
 
-        ``wait``: how long (seconds) a ``poll`` of a run in flight may wait for news before it
-        answers ``["poll"]``. It answers as soon as the run settles or its progress changes, so a
-        client polling in a loop makes one request per change instead of one per interval.
+        ``wait``: how long (seconds) the call may wait for the run in flight. A ``poll`` answers as
+        soon as the run settles or its progress changes, so a client polling in a loop makes one
+        request per change instead of one per interval. An event into an invoker state answers
+        with the run's answer if the run settles in time (a fast invoker's turn is one call), else
+        ``["poll"]`` when ``wait`` is up.
 
         A refused event (not allowed in this state, conditions failing, a run in flight)
         answers with ``error`` set and leaves the session unchanged.
@@ -1902,8 +1925,10 @@ class GenieFlow:
         """Async twin of :meth:`process_event`."""
         return await self._async(self._process_event(model_key, event, wait))
 
-    def send_event(self, model_key: str, event: EventInput) -> AIResponse:
+    def send_event(self, model_key: str, event: EventInput, *, wait: float = 0.0) -> AIResponse:
         """Like :meth:`process_event`, but a refused event raises instead of answering an error.
+
+        ``wait``: as in :meth:`process_event`.
 
         Raises:
             EventNotAllowed: the current state does not take the event, or its conditions fail.
@@ -1912,14 +1937,14 @@ class GenieFlow:
             UnknownModelKey, UnknownSession: the key or session does not exist.
         """
         if event.event == POLL:
-            return self.process_event(model_key, event)
-        return self._sync(self._send(model_key, event))
+            return self.process_event(model_key, event, wait=wait)
+        return self._sync(self._send_waiting(model_key, event, wait))
 
-    async def asend_event(self, model_key: str, event: EventInput) -> AIResponse:
+    async def asend_event(self, model_key: str, event: EventInput, *, wait: float = 0.0) -> AIResponse:
         """Async twin of :meth:`send_event`."""
         if event.event == POLL:
-            return await self.aprocess_event(model_key, event)
-        return await self._async(self._send(model_key, event))
+            return await self.aprocess_event(model_key, event, wait=wait)
+        return await self._async(self._send_waiting(model_key, event, wait))
 
     async def _follow(self, model_key: str, event: EventInput, stack: contextlib.AsyncExitStack) -> _FollowState:
         """Subscribe to the session's feed, then send the event (a refusal raises here)."""
