@@ -278,21 +278,23 @@ def test_serve_refuses_several_processes_on_an_embedded_store(tmp_path: Path) ->
     assert "--workers 2 needs a store shared by processes" in result.stderr
 
 
-def test_the_poll_wait_is_checked_where_it_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kind", ["poll", "event"])
+def test_the_waits_are_checked_where_they_are_given(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from api import create_app, settings_from_env
     from genie_graph._cli import build_parser
 
-    assert build_parser().parse_args(["serve", "--poll-wait", "0"]).poll_wait == 0
-    result = run_cli("--store", f"sqlite:///{tmp_path}/s.db", "serve", "--poll-wait", "-1", tmp_path=tmp_path)
-    assert result.returncode == 2 and "--poll-wait must be between 0 and 30 seconds, got -1.0" in result.stderr
-    monkeypatch.setenv("GENIE_GRAPH_POLL_WAIT", "0.25")
-    assert settings_from_env()["poll_wait_seconds"] == 0.25
-    monkeypatch.setenv("GENIE_GRAPH_POLL_WAIT", "soon")
-    with pytest.raises(ValueError, match="GENIE_GRAPH_POLL_WAIT='soon' is not a number of seconds"):
+    flag, variable, option = f"--{kind}-wait", f"GENIE_GRAPH_{kind.upper()}_WAIT", f"{kind}_wait_seconds"
+    assert getattr(build_parser().parse_args(["serve", flag, "0"]), f"{kind}_wait") == 0
+    result = run_cli("--store", f"sqlite:///{tmp_path}/s.db", "serve", flag, "-1", tmp_path=tmp_path)
+    assert result.returncode == 2 and f"{flag} must be between 0 and 30 seconds, got -1.0" in result.stderr
+    monkeypatch.setenv(variable, "0.25")
+    assert settings_from_env()[option] == 0.25
+    monkeypatch.setenv(variable, "soon")
+    with pytest.raises(ValueError, match=f"{variable}='soon' is not a number of seconds"):
         settings_from_env()
     flow = GenieFlow(store="memory://")
     try:
-        with pytest.raises(ValueError, match="poll_wait_seconds must be between 0 and 30, got 60"):
-            create_app(flow, poll_wait_seconds=60)
+        with pytest.raises(ValueError, match=f"{option} must be between 0 and 30, got 60"):
+            create_app(flow, **{option: 60})
     finally:
         flow.close()

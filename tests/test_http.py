@@ -232,8 +232,19 @@ def test_an_invoker_failure_is_200_with_error_and_the_session_goes_on(client: ht
     assert "HTTP500" in final["error"] and final["next_actions"] == ["user_input"], final
     assert event(client, session_id, "poll").json()["error"] == final["error"]  # a poll says it again
     again = event(client, session_id, "user_input", "fine now")
-    assert again.status_code == 200 and again.json()["next_actions"] == ["poll"]  # the session goes on
-    settle(client, session_id, again.json())
+    assert again.status_code == 200 and again.json()["error"] is None  # the session goes on
+    assert settle(client, session_id, again.json())["next_actions"] == ["user_input"]
+
+
+def test_an_event_answers_with_a_fast_runs_answer(client: httpx.Client) -> None:
+    """The event waits (a quarter second) for its run: a fast LLM's turn is one request."""
+    session_id = start(client)["session_id"]
+    answer = event(client, session_id, "user_input", "What is the capital of France?")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["next_actions"] == ["user_input"] and body["error"] is None, body
+    assert body["response"].startswith("ECHO: ") and "capital of France" in body["response"], body
+    assert event(client, session_id, "poll").json() == body  # as the poll after it answers
 
 
 def test_malformed_bodies_bad_paths_and_large_inputs(client: httpx.Client) -> None:
@@ -340,6 +351,25 @@ def test_api_keys_bind_sessions_to_their_caller(secured: ApiServer) -> None:
         assert response.status_code == 404, response.text
     assert httpx.post(f"{base}/q_and_a/user_sessions", json=USER, headers=bob).json() is None
     assert httpx.post(f"{base}/q_and_a/user_sessions", json=USER, headers=alice).json()["sessions"] == [session_id]
+
+
+def test_event_wait_0_answers_poll_at_once_as_genie_flow_does(tmp_path: Path, llm_url: str) -> None:
+    env = {"GENIE_GRAPH_OPENAI_BASE_URL": llm_url}
+    api = ApiServer(tmp_path / "serve.log", "memory://", env=env, args=["--event-wait", "0"]).start()
+    try:
+        with httpx.Client(base_url=api.url + PREFIX, timeout=30) as client:
+            session_id = start(client)["session_id"]
+            answer = event(client, session_id, "user_input", "What is the capital of France?").json()
+            assert answer == {
+                "session_id": session_id,
+                "next_actions": ["poll"],
+                "error": None,
+                "response": None,
+                "progress": None,
+            }
+            assert "capital of France" in settle(client, session_id, answer)["response"]
+    finally:
+        api.stop()
 
 
 # ---- deployment: CORS, health, several server processes ------------------------------------

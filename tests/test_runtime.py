@@ -170,6 +170,34 @@ def test_wait_until_ready_then_poll_answers_at_once(flow: GenieFlow) -> None:
     assert poll.response == f"You said: Answer: gate:{name}"
 
 
+def test_an_event_that_waits_answers_with_its_runs_answer(flow: GenieFlow) -> None:
+    sid = flow.create_new_session(KEY).session_id
+
+    answer = flow.process_event(KEY, _event(sid, "user_input", "hello"), wait=30)
+
+    assert (answer.error, answer.response, answer.next_actions) == (None, "You said: Answer: hello", EVENTS)
+    assert flow.process_event(KEY, _event(sid, POLL)) == answer  # what the poll after it says
+    failed = flow.send_event(KEY, _event(sid, "user_input", "fail:kaboom"), wait=30)
+    assert failed.error is not None and "invoker exploded on kaboom" in failed.error, failed
+    assert failed.next_actions == EVENTS
+    assert flow.send_event(KEY, _event(sid, "advance", "fine"), wait=30).response == "You said: fine"  # a user state
+    again = asyncio.run(flow.asend_event(KEY, _event(sid, "user_input", "async"), wait=30))
+    assert again.response == "You said: Answer: async"
+
+
+def test_an_event_whose_run_outlasts_its_wait_answers_poll(flow: GenieFlow) -> None:
+    name = _gate_name()
+    held = gate(name)
+    sid = flow.create_new_session(KEY).session_id
+    try:
+        answer = flow.process_event(KEY, _event(sid, "user_input", f"gate:{name}"), wait=0.05)
+        assert (answer.next_actions, answer.response, answer.error) == ([POLL], None, None)
+        assert held.entered.wait(10)
+    finally:
+        held.release.set()
+    assert send(flow, KEY, sid, POLL).response == f"You said: Answer: gate:{name}"
+
+
 def test_non_poll_event_is_refused_while_a_run_is_in_flight(flow: GenieFlow) -> None:
     name = _gate_name()
     held = gate(name)
