@@ -7,7 +7,9 @@ length (4 validations and 2 dumps of every element per user event). So this modu
 each long list it validated or dumped lately, the objects that list stands for:
 
 * ``validate`` hands a node the remembered objects of a list it has seen, if they are still as they
-  were when remembered (compared with a copy of each object's fields), and validates only the rest;
+  were when remembered, and validates only the rest. Elements that count assignments to their
+  fields (``_assignments``: the dialogue's and history's do) are unchanged if no assignment was
+  counted since; others are compared with a copy of each object's fields;
 * ``as_json`` dumps only the elements that are new or changed since they were validated, reusing the
   JSON of the others.
 
@@ -18,6 +20,7 @@ these lists with validators of their own are validated and dumped in full.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import operator
 import types
@@ -32,6 +35,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
 
+from ._assignments import CountsAssignments, assignments
 from ._packing import PACKED_FIELDS, pack, packing, unpack
 
 __all__ = ["as_json", "changed_fields", "expect", "recall", "remembering", "validate"]
@@ -57,12 +61,20 @@ class _Known:
     nested: dict[int, tuple[str, ...]]
     """The objects with containers among their fields, which change in place: they are compared with
     their JSON item instead (a container holding other than JSON data then counts as changed)."""
+    counted: bool
+    """Whether every object counts assignments to its fields (see ``_assignments``)."""
+    since: int
+    """The count of assignments before ``fields`` were last known to be the objects' fields."""
 
     def intact(self, start: int = 0, stop: int | None = None) -> bool:
         """Whether the objects ``start:stop`` are as they were when remembered."""
         stop = len(self.objects) if stop is None else stop
-        if [obj.__dict__ for obj in self.objects[start:stop]] != self.fields[start:stop]:
-            return False
+        if not self.counted or assignments() != self.since:  # a field was assigned since: compare them all
+            now = assignments()
+            if [obj.__dict__ for obj in self.objects[start:stop]] != self.fields[start:stop]:
+                return False
+            if (start, stop) == (0, len(self.objects)):
+                self.since = now
         return all(
             self.objects[index].__dict__.get(name) == self.items[index].get(name, _ABSENT)
             for index, names in self.nested.items()
@@ -124,21 +136,28 @@ def remembering() -> Iterator[None]:
         _scope.reset(token)
 
 
-def _remember(
-    value: Any, items: list[Any], objects: list[BaseModel], fields: list[dict[str, Any]] | None = None
-) -> None:
-    """Remember ``objects`` for ``value``; ``fields`` are their fields' copies, where already made."""
-    scope = _scope.get()
-    if scope is None:
-        return
-    if fields is None:
-        fields = [dict(obj.__dict__) for obj in objects]
+def _nested(objects: list[BaseModel], fields: list[dict[str, Any]], offset: int = 0) -> dict[int, tuple[str, ...]]:
+    """The indexes (from ``offset``) of the objects holding containers, with those fields' names."""
     nested: dict[int, tuple[str, ...]] = {}
     for index, obj in enumerate(objects):
         names = _containers(type(obj))
         if names and any(fields[index].get(name) is not None for name in names):
-            nested[index] = names
-    _keep(scope, _Known(value, items, list(objects), fields, nested))
+            nested[offset + index] = names
+    return nested
+
+
+def _counted(objects: list[BaseModel]) -> bool:
+    return all(isinstance(obj, CountsAssignments) for obj in objects)
+
+
+def _remember(value: Any, items: list[Any], objects: list[BaseModel]) -> None:
+    """Remember ``objects`` for ``value``, their fields as they are now."""
+    scope = _scope.get()
+    if scope is None:
+        return
+    since = assignments()
+    fields = [dict(obj.__dict__) for obj in objects]
+    _keep(scope, _Known(value, items, list(objects), fields, _nested(objects, fields), _counted(objects), since))
 
 
 def _keep(scope: _Scope, known: _Known) -> None:
@@ -158,7 +177,7 @@ def _lookup(value: Any) -> _Known | None:
     for index, expected in enumerate(scope.expected):  # read back: equal JSON stands for the same objects
         if type(value) is type(expected.value) and len(value) == len(expected.value) and value == expected.value:
             del scope.expected[index]
-            known = _Known(value, expected.items, expected.objects, expected.fields, expected.nested)
+            known = dataclasses.replace(expected, value=value)
             _keep(scope, known)
             return known
     return None
@@ -228,24 +247,32 @@ def as_json(model: BaseModel, before: Mapping[str, Any] | None = None) -> dict[s
                 data[name] = pack(data[name])
         return data
     data = model.model_dump(mode="json", include=set(model_class.model_fields) - set(LONG_FIELDS))
+    scope = _scope.get()
     for name in LONG_FIELDS:
         objects: list[BaseModel] = getattr(model, name)
         previous = _lookup(before.get(name)) if before is not None else None
+        since = assignments()  # (read before the check that the kept objects are unchanged)
         kept = _kept(objects, previous) if previous is not None else None
         if previous is not None and kept is not None and kept == (0, len(previous.objects), len(objects)):
             data[name] = previous.value  # unchanged: the same value, which the update then leaves out
             continue
         if previous is None or kept is None:
             items = _adapter(model_class, name).dump_python(objects, mode="json")
-            fields = None
-        else:
-            start, stop, count = kept
-            fresh = objects[count:]
-            items = previous.items[start:stop] + _adapter(model_class, name).dump_python(fresh, mode="json")
-            fields = previous.fields[start:stop] + [dict(obj.__dict__) for obj in fresh]
-        value: Any = pack(items) if packing.get() else items
-        _remember(value, items, objects, fields)
-        data[name] = value
+            value: Any = pack(items) if packing.get() else items
+            _remember(value, items, objects)
+            data[name] = value
+            continue
+        start, stop, count = kept
+        fresh = objects[count:]
+        items = previous.items[start:stop] + _adapter(model_class, name).dump_python(fresh, mode="json")
+        data[name] = value = pack(items) if packing.get() else items
+        if scope is not None:
+            fresh_fields = [dict(obj.__dict__) for obj in fresh]
+            fields = previous.fields[start:stop] + fresh_fields
+            nested = {index - start: names for index, names in previous.nested.items() if start <= index < stop}
+            nested.update(_nested(fresh, fresh_fields, count))
+            counted = previous.counted and _counted(fresh)
+            _keep(scope, _Known(value, items, list(objects), fields, nested, counted, since))
     return data
 
 

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from ._assignments import CountsAssignments
 
 __all__ = ["HistoryEntry", "HistoryKind"]
 
@@ -52,7 +54,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(CountsAssignments):
     """One thing that happened to a session.
 
     Attributes:

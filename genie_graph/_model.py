@@ -37,6 +37,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema, to_json
 
 from genie_graph import _packing
+from genie_graph._assignments import CountsAssignments
 from genie_graph._history import HistoryEntry, HistoryKind
 from genie_graph._stack import FlowStack, flow_label
 from genie_graph._tools import ApprovalRequest
@@ -98,7 +99,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class DialogueElement(BaseModel):
+class DialogueElement(CountsAssignments):
     """One utterance in a dialogue.
 
     Attributes:

@@ -34,6 +34,16 @@ def pack(items: list[Any]) -> str:
     return _PREFIX + base64.b64encode(zlib.compress(orjson.dumps(items), 1)).decode("ascii")
 
 
+def packed_size(value: Any) -> int:
+    """How many characters of ``value`` (a packed list, or a checkpoint holding some) are packed lists."""
+    if isinstance(value, str):
+        return len(value) if value.startswith(_PREFIX) else 0
+    channels = value.get("channel_values") if isinstance(value, dict) else None
+    if not isinstance(channels, dict):
+        return 0
+    return sum(len(item) for item in channels.values() if isinstance(item, str) and item.startswith(_PREFIX))
+
+
 def unpack(value: Any) -> Any:
     """A packed list back as the list; any other value unchanged (validation goes on with it)."""
     if isinstance(value, str) and value.startswith(_PREFIX):

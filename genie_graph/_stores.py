@@ -40,6 +40,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Durability
 
+from ._packing import packed_size
 from .errors import GenieGraphError, StoreUnavailable
 
 StoreScheme = Literal["memory", "sqlite", "redis"]
@@ -66,7 +67,7 @@ class CompressingSerializer(SerializerProtocol):
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
         type_, data = self._inner.dumps_typed(obj)
-        if len(data) >= _MIN_COMPRESS:
+        if len(data) - packed_size(obj) >= _MIN_COMPRESS:  # (packed lists are compressed already)
             return _COMPRESSED + type_, zlib.compress(data, self._level)
         return type_, data
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import field_validator
+from pydantic import BaseModel, field_validator
 
 from genie_graph import EventData, GenieFlow, GenieModel, GenieStateMachine, State
 from genie_graph._channels import as_json, changed_fields, expect, recall, remembering, validate
@@ -197,6 +197,47 @@ def test_a_list_read_back_equal_reuses_the_objects_the_scope_expects(packed: boo
         expect(recalled)
         validated = validate(EditModel, copy.deepcopy(channels))
         assert validated.dialogue[0].actor_text == "line 0" and validated.dialogue[1] is not model.dialogue[1]
+
+
+class PlainUtterance(BaseModel):
+    """A dialogue element of the author's own, which counts no assignments."""
+
+    actor: str
+    actor_text: str
+
+
+class PlainDialogueModel(GenieModel):
+    dialogue: list[PlainUtterance] = []  # type: ignore[assignment]
+
+    @classmethod
+    def get_state_machine_class(cls) -> type[GenieStateMachine]:
+        return EditMachine
+
+
+def test_elements_that_count_no_assignments_are_compared_field_by_field() -> None:
+    with remembering():
+        lines = [PlainUtterance(actor="user", actor_text=f"line {n}") for n in range(3)]
+        channels = as_json(PlainDialogueModel(session_id="s", dialogue=lines))
+        model = validate(PlainDialogueModel, channels)
+        assert model.dialogue[0] is validate(PlainDialogueModel, channels).dialogue[0]  # taken from memory
+        model.dialogue[0].actor_text = "changed behind the channel's back"
+        again = validate(PlainDialogueModel, channels)
+        assert again.dialogue[0].actor_text == "line 0" and again.dialogue[0] is not model.dialogue[0]
+        model.dialogue[1].actor_text = "changed, then dumped"
+        assert changed_fields(channels, model)["dialogue"][1]["actor_text"] == "changed, then dumped"
+
+
+def test_a_change_anywhere_then_a_change_here_is_still_seen() -> None:
+    """Once the count of assignments moved, fields are compared, and the count is noted again: a later
+    change to a remembered element still shows."""
+    with remembering():
+        channels = as_json(_model(3))
+        elsewhere = DialogueElement(actor="user", actor_text="another session's")
+        elsewhere.actor_text = "moves the count"
+        assert validate(EditModel, channels).dialogue[0].actor_text == "line 0"  # compared, then noted
+        model = validate(EditModel, channels)
+        model.dialogue[2].actor_text = "changed"
+        assert validate(EditModel, channels).dialogue[2].actor_text == "line 2"
 
 
 def test_history_details_holding_other_than_json_are_dumped_every_time() -> None:
