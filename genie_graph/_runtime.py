@@ -703,12 +703,21 @@ class GenieFlow:
             return self._loop_thread().run(coro)
         except Exception as exc:
             raise self._unavailable(exc) or exc  # noqa: B904 - the cause is chained in _unavailable
+        finally:
+            self._flush()
 
     async def _async(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
             return await self._loop_thread().arun(coro)
         except Exception as exc:
             raise self._unavailable(exc) or exc  # noqa: B904
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        """What the caller is about to be told is durable first (a store may defer its commits)."""
+        if self._store is not None:
+            self._store.flush()
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable | None:
         """A ``StoreUnavailable`` if ``exc`` is, or wraps, a failure to reach Redis (redisvl wraps them)."""

@@ -251,6 +251,81 @@ def test_event_answered_with_poll_survives_a_kill_as_its_invoker_starts(tmp_path
     assert result["dialogue"] == EXPECTED_AFTER_RESUME
 
 
+ANSWERED_THEN_KILLED = """
+    import json, os, signal, sys
+    from pathlib import Path
+    from genie_graph import EventInput
+    from tests import runtime_flows as rf
+
+    flow = rf.create_flow(Path(sys.argv[1]), sys.argv[2])
+    sid = flow.create_new_session(rf.MODEL_KEY).session_id
+    for n in range(3):  # events into a user state: no run, nothing of the store's own is written
+        answer = flow.process_event(rf.MODEL_KEY, EventInput(session_id=sid, event="advance", event_input=f"kept {n}"))
+    print(json.dumps({"session_id": sid, "response": answer.response}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # at once: before a deferred commit could come
+"""
+
+
+def test_an_answered_event_survives_a_kill_right_after_its_answer(tmp_path: Path) -> None:
+    """SQLite's commits are deferred a few milliseconds, but never past an answer: what a caller was
+    told is durable when it is told."""
+    templates = runtime_flows.write_templates(tmp_path / "templates")
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(ANSWERED_THEN_KILLED), str(templates), store],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    told = json.loads(done.stdout.strip().splitlines()[-1])
+    assert told["response"] == "You said: kept 2"
+    with runtime_flows.create_flow(templates, store) as flow:
+        model = flow.get_model(runtime_flows.MODEL_KEY, told["session_id"])
+        assert [element.actor_text for element in model.dialogue][-2:] == ["kept 2", "You said: kept 2"]
+
+
+def test_sqlite_commits_are_deferred_on_a_loop_only(tmp_path: Path) -> None:
+    import asyncio
+
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from genie_graph._stores import SqliteStore
+
+    async def on_a_loop() -> tuple[bool, bool]:
+        store = await SqliteStore.open(f"sqlite:///{tmp_path / 'loop.db'}")
+        saver = store.saver
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        saver.put(config, empty_checkpoint(), {}, {})  # type: ignore[arg-type]
+        deferred = saver.conn.in_transaction
+        await asyncio.sleep(saver.commit_delay * 10)
+        committed = not saver.conn.in_transaction
+        await store.close()
+        return deferred, committed
+
+    assert asyncio.run(on_a_loop()) == (True, True)  # deferred, then committed by the timer
+    store = asyncio.run(SqliteStore.open(f"sqlite:///{tmp_path / 'off.db'}"))
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    store.saver.put(config, empty_checkpoint(), {}, {})  # type: ignore[arg-type]
+    assert not store.saver.conn.in_transaction  # off a loop (LangGraph's sync API): committed at once
+    asyncio.run(store.close())
+
+    with GenieFlow(store=f"sqlite:///{tmp_path / 'flow.db'}") as flow:
+
+        async def write_deferred() -> bool:
+            opened = await flow._open_store()
+            assert isinstance(opened, SqliteStore)
+            opened.saver.commit_delay = 60.0  # no timer comes in time: only the call's own flush
+            opened.saver.put(config, empty_checkpoint(), {}, {})  # type: ignore[arg-type]
+            return opened.saver.conn.in_transaction
+
+        assert flow._sync(write_deferred())  # deferred while the call runs
+        assert isinstance(flow._store, SqliteStore)
+        assert not flow._store.saver.conn.in_transaction  # committed before the call answered
+
+
 def test_killed_run_is_not_reported_ready_with_an_event_it_would_refuse(tmp_path: Path) -> None:
     """Before anyone polls, the task state must not advertise an event the session refuses."""
     templates, store, sid = _kill_mid_flight(tmp_path)
