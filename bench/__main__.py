@@ -24,10 +24,10 @@ from tqdm import tqdm
 from bench import scenarios
 from bench.inprocess import overhead
 from bench.report import markdown, plots
-from bench.targets import GenieFlowPeer, GenieGraphEmbedded, GenieGraphRedis, Target, setup_genie_flow
+from bench.targets import GenieFlowPeer, GenieGraphEmbedded, GenieGraphRedis, LangGraphBare, Target, setup_genie_flow
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TARGETS = ("genie-graph", "genie-graph-redis", "genie-flow")
+TARGETS = ("genie-graph", "genie-graph-redis", "langgraph-bare", "genie-flow")
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,13 @@ FULL = Config(
 
 
 def _make(name: str) -> Target:
-    return {"genie-graph": GenieGraphEmbedded, "genie-graph-redis": GenieGraphRedis, "genie-flow": GenieFlowPeer}[
-        name
-    ]()
+    targets = {
+        "genie-graph": GenieGraphEmbedded,
+        "genie-graph-redis": GenieGraphRedis,
+        "langgraph-bare": LangGraphBare,
+        "genie-flow": GenieFlowPeer,
+    }
+    return targets[name]()
 
 
 async def _measure(target: Target, config: Config, progress: tqdm) -> dict[str, Any]:

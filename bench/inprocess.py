@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,11 @@ def _user_enters_query(s: QA) -> dict[str, Any]:
     return {"dialogue": [*s.dialogue, Utterance(actor="user", text=text)], "actor_input": text, "state": "ai"}
 
 
-def bare_graph(saver: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
-    """The hand-written Q&A graph."""
+def bare_graph(saver: BaseCheckpointSaver[Any], ai: Callable[[QA], Any] = _ai) -> CompiledStateGraph[Any]:
+    """The hand-written Q&A graph (``ai``: its echo node)."""
     builder: StateGraph[Any] = StateGraph(QA)
     builder.add_node("intro", _intro)
-    builder.add_node("ai", _ai)
+    builder.add_node("ai", ai)
     builder.add_node("user_enters_query", _user_enters_query)
     builder.add_edge(START, "intro")
     builder.add_edge("intro", "ai")

@@ -3,6 +3,8 @@
 * ``genie-graph``: ``genie-graph serve`` on embedded defaults (SQLite, inline runner); its storage
   is the bytes of the values in the database's tables (the file grows by whole pages);
 * ``genie-graph-redis``: ``genie-graph serve --runner celery`` on Redis 8 with two Celery workers;
+* ``langgraph-bare``: the flows hand-written in LangGraph behind a minimal FastAPI app
+  (``bench.bare_server``), on the same SQLite saver: the floor genie-graph's embedded stack stands on;
 * ``genie-flow``: Genie Flow 0.12 from ``../shared/peers/genie-flow`` (its own venv, made by its
   ``setup.sh``; skipped, and said so, when that venv is missing).
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from tests.services import ApiServer, RedisServer, Worker, free_port, wait_for_http
+from tests.services import ApiServer, RedisServer, Worker, free_port, python_process, terminate, wait_for_http
 
 REPO = Path(__file__).resolve().parent.parent
 PEER = REPO.parent / "shared" / "peers" / "genie-flow"
@@ -60,6 +62,18 @@ def redis_bytes(url: str, databases: range = range(1)) -> int:
         finally:
             client.close()
     return total
+
+
+def sqlite_bytes(database: Path) -> int:
+    """Bytes of every value in every table (page slack aside, what the file holds for the sessions)."""
+    with sqlite3.connect(database) as connection:
+        total = 0
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            columns = [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]
+            lengths = " + ".join(f'COALESCE(LENGTH("{column}"), 0)' for column in columns) or "0"
+            total += connection.execute(f'SELECT COALESCE(SUM({lengths}), 0) FROM "{table}"').fetchone()[0]
+        return int(total)
 
 
 @dataclass
@@ -105,15 +119,7 @@ class GenieGraphEmbedded(Target):
             self.server.stop()
 
     def stored_bytes(self) -> int:
-        """Bytes of every value in every table (page slack aside, what the file holds for the sessions)."""
-        with sqlite3.connect(self.database) as connection:
-            total = 0
-            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in tables:
-                columns = [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]
-                lengths = " + ".join(f'COALESCE(LENGTH("{column}"), 0)' for column in columns) or "0"
-                total += connection.execute(f'SELECT COALESCE(SUM({lengths}), 0) FROM "{table}"').fetchone()[0]
-            return int(total)
+        return sqlite_bytes(self.database)
 
     def rss_bytes(self) -> int:
         assert self.server is not None and self.server.process is not None
@@ -147,6 +153,38 @@ class GenieGraphRedis(Target):
     def rss_bytes(self) -> int:
         processes = [self.server.process if self.server else None, *(w.process for w in self.workers)]
         return sum(_rss_bytes(process.pid) for process in processes if process is not None)
+
+
+@dataclass
+class LangGraphBare(Target):
+    """The flows hand-written in LangGraph behind a minimal FastAPI app (``bench.bare_server``), on SQLite."""
+
+    name: str = "langgraph-bare"
+    streams: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def database(self) -> Path:
+        return self.place / "bare.sqlite"
+
+    def start(self) -> LangGraphBare:
+        port = free_port()
+        args = ["-m", "bench.bare_server", "--port", str(port), "--db", str(self.database)]
+        self.process = python_process(args, log=self.place / "bare.log")
+        wait_for_http(f"http://127.0.0.1:{port}/health", f"the bare LangGraph server (see {self.place})", self.process)
+        self.base_url = f"http://127.0.0.1:{port}/v1/ai"
+        return self
+
+    def stop(self) -> None:
+        terminate(self.process)
+        self.process = None
+
+    def stored_bytes(self) -> int:
+        return sqlite_bytes(self.database)
+
+    def rss_bytes(self) -> int:
+        assert self.process is not None
+        return _rss_bytes(self.process.pid)
 
 
 @dataclass
@@ -211,4 +249,4 @@ def setup_genie_flow() -> None:
     subprocess.run(["bash", str(PEER / "setup.sh")], env=env, check=True)
 
 
-__all__ = ["GenieFlowPeer", "GenieGraphEmbedded", "GenieGraphRedis", "Target", "setup_genie_flow"]
+__all__ = ["GenieFlowPeer", "GenieGraphEmbedded", "GenieGraphRedis", "LangGraphBare", "Target", "setup_genie_flow"]

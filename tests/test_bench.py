@@ -1,4 +1,5 @@
-"""The benchmark harness in quick mode against genie-graph: well-formed results and plots (no timings judged)."""
+"""The benchmark harness in quick mode against genie-graph and the hand-written LangGraph floor: well-formed
+results and plots (no timings judged)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_quick_bench_writes_results_a_table_and_plots(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "bench", "all", "--quick", "--targets", "genie-graph", "--out", str(tmp_path)]
+    targets = "genie-graph,langgraph-bare"
+    command = [sys.executable, "-m", "bench", "all", "--quick", "--targets", targets, "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     (raw,) = tmp_path.glob("*.json")
@@ -26,6 +28,11 @@ def test_quick_bench_writes_results_a_table_and_plots(tmp_path: Path) -> None:
     assert all(level["turns_per_s"] > 0 for level in measured["throughput"])
     sizes = measured["storage"]["bytes_by_turns"]
     assert [int(turns) for turns in sizes] == results["config"]["storage_turns"] and all(sizes.values())
+    floor = results["targets"]["langgraph-bare"]  # the hand-written graph behind a minimal app
+    for scenario in ("start", "turn", "user_to_user", "alive", "slow"):
+        assert floor[scenario]["count"] > 0 and floor[scenario]["failures"] == 0, (scenario, floor[scenario])
+    assert all(level["turns_per_s"] > 0 for level in floor["throughput"])
+    assert all(floor["storage"]["bytes_by_turns"].values())
     assert {row["checkpointer"] for row in results["overhead"]} == {"memory", "sqlite", "redis"}
     assert all(row["ratio"] > 0 for row in results["overhead"])
     table = raw.with_suffix(".md").read_text()
