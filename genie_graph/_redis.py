@@ -63,6 +63,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redisvl.query import FilterQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import Tag  # type: ignore[import-untyped]
 
+from ._redis_feed import FeedHub
 from ._stores import (
     FeedItem,
     KeptAnswer,
@@ -79,6 +80,7 @@ from .errors import SessionBusy
 
 _WRITE_KEYS = "write_keys_zset"
 _RUNS = "genie:runs"
+_FEED_PREFIX = "genie:feed:"
 _MANY = 10_000
 POOL_WAIT_SECONDS = 20
 """How long a call waits for a free Redis connection before the store counts as unavailable."""
@@ -497,9 +499,8 @@ class RedisStore(Store):
 
     def __init__(self, url: str, saver: AsyncRedisSaver, client: Redis) -> None:
         super().__init__(url, saver)
-        # A subscription holds a pooled connection while its poll waits: most are left for commands.
-        self.held_feeds = max(1, _max_connections() // 4)
         self.client = client
+        self._feed_hub: FeedHub | None = None
         self._look = client.register_script(_LOOK)
         self._settle = client.register_script(_SETTLE)
         self._claim = client.register_script(_CLAIM)
@@ -736,6 +737,8 @@ class RedisStore(Store):
         await pipe.execute()
 
     async def close(self) -> None:
+        if self._feed_hub is not None:
+            await self._feed_hub.close()
         await self.client.aclose(close_connection_pool=True)  # a pool we made, so ours to close
 
     # ---- sessions ------------------------------------------------------------------------
@@ -1029,7 +1032,7 @@ class RedisStore(Store):
     # ---- the session feed over pub/sub: a worker's run reaches the API process's streams ----
     @staticmethod
     def _feed_channel(session_id: str) -> str:
-        return f"genie:feed:{session_id}"
+        return _FEED_PREFIX + session_id
 
     async def publish(self, session_id: str, items: list[FeedItem]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -1039,24 +1042,15 @@ class RedisStore(Store):
 
     @contextlib.asynccontextmanager
     async def subscribe(self, session_id: str) -> AsyncIterator[asyncio.Queue[FeedItem]]:
-        queue: asyncio.Queue[FeedItem] = asyncio.Queue()
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        if self._feed_hub is None:
+            self._feed_hub = FeedHub(self.client, self._deliver_message)
+        channel = self._feed_channel(session_id)
+        async with super().subscribe(session_id) as queue:
+            await self._feed_hub.join(channel)
+            try:
+                yield queue
+            finally:
+                await self._feed_hub.leave(channel)
 
-        async def relay() -> None:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    queue.put_nowait(orjson.loads(message["data"]))
-
-        reader: asyncio.Task[None] | None = None
-        try:  # (a subscription cut off half way gives its connection back too)
-            await pubsub.subscribe(self._feed_channel(session_id))
-            reader = asyncio.create_task(relay())
-            yield queue
-        finally:
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
-                with contextlib.suppress(Exception):
-                    await pubsub.unsubscribe()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def _deliver_message(self, channel: str, item: FeedItem) -> None:
+        self.deliver(channel.removeprefix(_FEED_PREFIX), [item])

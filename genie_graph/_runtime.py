@@ -559,9 +559,6 @@ class GenieFlow:
         self._recalled: dict[str, tuple[type[GenieModel], tuple[Any, ...]]] = {}
         """Each session's long lists as its last run here left them, with their objects and the model class
         they were validated for (see ``_channels.expect``)."""
-        """A local store's sessions as the last run here left them, oldest first."""
-        self._held_feeds = 0
-        """Polls waiting for news in this process (each holds a feed subscription)."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._group = GroupProcessor(self)
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -1503,28 +1500,22 @@ class GenieFlow:
             if not _still_polling(answer) or time.monotonic() >= deadline:
                 return answer  # (else its work went on elsewhere, a Celery worker's: wait for that below)
         store = await self._open_store()
-        if store.held_feeds is not None and self._held_feeds >= store.held_feeds:
-            return first  # as many polls wait as the store's connections allow: this one answers at once
-        self._held_feeds += 1
-        try:
-            async with store.subscribe(session_id) as queue:
-                news: FeedItem | None = None
-                while True:
-                    answer = await self._poll(model_key, session_id)  # looked at after subscribing: no news lost
-                    remaining = deadline - time.monotonic()
-                    if not _still_polling(answer) or remaining <= 0:
-                        return answer
-                    if answer.progress != first.progress and not settled:
-                        return answer
-                    if news is not None and news["event"] == "progress" and not settled:
-                        counts = _progress_in(news)
-                        if counts != first.progress:  # told by a run elsewhere before its counts are stored
-                            return _polling(session_id, counts)
-                    done = news is not None and news["event"] == "done"
-                    check = _FOLLOW_AFTER_DONE_SECONDS if done else _FOLLOW_CHECK_SECONDS
-                    news = await self._news(session_id, queue, min(remaining, check))
-        finally:
-            self._held_feeds -= 1
+        async with store.subscribe(session_id) as queue:
+            news: FeedItem | None = None
+            while True:
+                answer = await self._poll(model_key, session_id)  # looked at after subscribing: no news lost
+                remaining = deadline - time.monotonic()
+                if not _still_polling(answer) or remaining <= 0:
+                    return answer
+                if answer.progress != first.progress and not settled:
+                    return answer
+                if news is not None and news["event"] == "progress" and not settled:
+                    counts = _progress_in(news)
+                    if counts != first.progress:  # told by a run elsewhere before its counts are stored
+                        return _polling(session_id, counts)
+                done = news is not None and news["event"] == "done"
+                check = _FOLLOW_AFTER_DONE_SECONDS if done else _FOLLOW_CHECK_SECONDS
+                news = await self._news(session_id, queue, min(remaining, check))
 
     async def _news(self, session_id: str, queue: asyncio.Queue[FeedItem], timeout: float) -> FeedItem | None:
         """The run's next ``progress`` or ``done`` item (a run in this process: or its end); None on timeout."""

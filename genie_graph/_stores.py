@@ -444,9 +444,6 @@ class Store(ABC):
         """
         return 0
 
-    held_feeds: int | None = None
-    """How many feed subscriptions waiting polls may hold at once in this process (None: no limit)."""
-
     async def close(self) -> None:  # noqa: B027 - a backend without connections has nothing to do
         """Release the backend's connections."""
 

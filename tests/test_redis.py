@@ -140,17 +140,17 @@ def test_serializer_fast_path_matches_the_stock_serializer() -> None:
     assert not isinstance(fast.loads_typed(("json", unlisted)), OrderedDict)  # the allow-list holds
 
 
-def test_polls_hold_no_more_feeds_than_the_connections_allow(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A waiting poll holds a pooled connection for its subscription: at most a quarter of the pool
-    (here 1 of 4) wait at once; the others answer at once, as Genie Flow's polls do."""
+def test_waiting_polls_share_one_pubsub_connection(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every feed subscription of a process is on one pub/sub connection: with a pool of 4
+    connections, 6 polls wait at once for a run in flight and all answer when it settles; and
+    subscribing again and again opens no connection."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tests import runtime_flows
 
     monkeypatch.setenv("GENIE_GRAPH_REDIS_MAX_CONNECTIONS", "4")
     flow = runtime_flows.create_flow(runtime_flows.write_templates(tmp_path / "templates"), redis_url)
+    client = redis.Redis.from_url(redis_url)
     name = uuid.uuid4().hex
     held = runtime_flows.gate(name)
     try:
@@ -158,25 +158,42 @@ def test_polls_hold_no_more_feeds_than_the_connections_allow(
         event = EventInput(session_id=sid, event="user_input", event_input=f"gate:{name}")
         assert flow.process_event(runtime_flows.MODEL_KEY, event).next_actions == ["poll"]
         assert held.entered.wait(10)
+        store = flow._sync(flow._open_store())
         poll = EventInput(session_id=sid, event="poll", event_input="")
-        with ThreadPoolExecutor(2) as pool:
-            waiting = pool.submit(flow.process_event, runtime_flows.MODEL_KEY, poll, wait=60)
+        first = flow.process_event(runtime_flows.MODEL_KEY, poll)
+        with ThreadPoolExecutor(6) as pool:
+            waiting = [pool.submit(flow.process_event, runtime_flows.MODEL_KEY, poll, wait=60) for _ in range(6)]
             deadline = time.monotonic() + 10
-            while flow._held_feeds == 0 and time.monotonic() < deadline:  # the first poll subscribes
+            while len(store._feeds.get(sid, ())) < 6 and time.monotonic() < deadline:
                 time.sleep(0.005)
-            second = pool.submit(flow.process_event, runtime_flows.MODEL_KEY, poll, wait=60)
-            assert second.result(timeout=30).next_actions == ["poll"]  # at once: the one feed is held
-            assert not waiting.done()
+            assert len(store._feeds.get(sid, ())) == 6  # all six wait, on a pool of four
+            assert client.pubsub_numsub(f"genie:feed:{sid}") == [(f"genie:feed:{sid}".encode(), 1)]
+            assert not any(future.done() for future in waiting)
             held.release.set()
-            final = waiting.result(timeout=30)  # the held one answers when the counts change or the run settles
+            answers = [future.result(timeout=30) for future in waiting]
+        # each answered at its news: the run's progress, or its end
+        assert all(answer.error is None and answer.progress != first.progress for answer in answers), answers
+        final = answers[0]
         for _ in range(5):
             if final.next_actions != ["poll"]:
                 break
             final = flow.process_event(runtime_flows.MODEL_KEY, poll, wait=60)
         assert final.next_actions != ["poll"] and final.error is None, final
+        assert client.pubsub_numsub(f"genie:feed:{sid}") == [(f"genie:feed:{sid}".encode(), 0)]  # left when done
+
+        async def subscribe_often() -> None:
+            for _ in range(20):
+                async with store.subscribe(sid):
+                    pass
+
+        flow._sync(subscribe_often())
+        connections = client.info("stats")["total_connections_received"]
+        flow._sync(subscribe_often())
+        assert client.info("stats")["total_connections_received"] == connections
     finally:
         held.release.set()
         flow.close()
+        client.close()
 
 
 def test_a_checkpoint_is_read_in_one_trip_as_the_stock_saver_reads_it(redis_url: str) -> None:
