@@ -92,15 +92,21 @@ class FeedHub:
                 self._reader = asyncio.create_task(self._read(), name="genie-graph feed hub")
 
     async def _read(self) -> None:
+        failing = False
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection broke: the next read connects again and resubscribes
-                logger.warning("session feeds: reading Redis pub/sub failed (%s); reconnecting", exc)
+                if not failing:
+                    logger.warning("session feeds: reading Redis pub/sub failed (%s); reconnecting", exc)
+                failing = True
                 await asyncio.sleep(_RETRY_SECONDS)
                 continue
+            if failing:
+                logger.info("session feeds: Redis pub/sub is back")
+                failing = False
             if message is None:
                 continue
             channel = message["channel"]

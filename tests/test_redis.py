@@ -140,7 +140,9 @@ def test_serializer_fast_path_matches_the_stock_serializer() -> None:
     assert not isinstance(fast.loads_typed(("json", unlisted)), OrderedDict)  # the allow-list holds
 
 
-def test_waiting_polls_share_one_pubsub_connection(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_waiting_polls_share_one_pubsub_connection(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every feed subscription of a process is on one pub/sub connection: with a pool of 4
     connections, 6 polls wait at once for a run in flight and all answer when it settles; and
     subscribing again and again opens no connection."""
