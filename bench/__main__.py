@@ -1,7 +1,8 @@
 """``python -m bench all [--quick] [--targets ...]``: every scenario against every target, in one run.
 
 Starts each target's stack itself, runs the scenarios over HTTP, stops it, then measures
-genie-graph's in-process overhead over a hand-written LangGraph graph. Writes
+genie-graph's in-process overhead over a hand-written LangGraph graph, and the Celery hop alone
+(``bench.celery_hop``). Writes
 ``bench/results/<date>.json`` (raw), ``<date>.md`` (the table with ratios) and ``<date>-*.png``.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from bench import scenarios
+from bench import celery_hop, scenarios
 from bench.inprocess import overhead
 from bench.report import markdown, plots
 from bench.targets import GenieFlowPeer, GenieGraphEmbedded, GenieGraphRedis, LangGraphBare, Target, setup_genie_flow
@@ -43,6 +44,7 @@ class Config:
     alive: int
     slow: int
     overhead_sessions: int
+    hops: int
 
 
 QUICK = Config(
@@ -55,6 +57,7 @@ QUICK = Config(
     alive=50,
     slow=8,
     overhead_sessions=4,
+    hops=20,
 )
 FULL = Config(
     starts=200,
@@ -66,6 +69,7 @@ FULL = Config(
     alive=1000,
     slow=64,
     overhead_sessions=40,
+    hops=500,
 )
 
 
@@ -141,7 +145,7 @@ def run(names: list[str], config: Config, out: Path, redis_for_overhead: bool = 
                 results["targets"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             finally:
                 target.stop()
-        progress.set_postfix_str("in process: genie-graph vs hand-written LangGraph")
+        progress.set_postfix_str("in process: genie-graph vs hand-written LangGraph; the Celery hop")
         redis_server = None
         if redis_for_overhead:
             import tempfile
@@ -152,6 +156,8 @@ def run(names: list[str], config: Config, out: Path, redis_for_overhead: bool = 
             redis_url = redis_server.url
         try:
             results["overhead"] = overhead(config.overhead_sessions, redis_url)
+            if redis_url is not None:
+                results["celery_hop"] = celery_hop.measure(redis_url, config.hops)
         finally:
             if redis_server is not None:
                 redis_server.stop()

@@ -111,6 +111,13 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {line['checkpointer']} | {_ms(line['langgraph_p50_ms'])} | {_ms(line['genie_graph_p50_ms'])} "
                 f"| {line['ratio']}× |\n"
             )
+    hop = results.get("celery_hop")
+    if hop and hop.get("p50_ms") is not None:
+        table += (
+            f"\nThe Celery hop alone (a task queued on Redis, run by a threads worker, which tells the sender): "
+            f"p50 {_ms(hop['p50_ms'])}, p90 {_ms(hop['p90_ms'])}, "
+            f"{hop['failures']} lost of {hop['count'] + hop['failures']}.\n"
+        )
     return table + "\n" + "\n".join(failures) + "\n"
 
 

@@ -35,8 +35,11 @@ def test_quick_bench_writes_results_a_table_and_plots(tmp_path: Path) -> None:
     assert all(floor["storage"]["bytes_by_turns"].values())
     assert {row["checkpointer"] for row in results["overhead"]} == {"memory", "sqlite", "redis"}
     assert all(row["ratio"] > 0 for row in results["overhead"])
+    hop = results["celery_hop"]  # the Celery hop alone, on a real worker
+    assert hop["count"] > 0 and hop["failures"] == 0 and hop["p50_ms"] > 0, hop
     table = raw.with_suffix(".md").read_text()
     assert "| full turn p50 (polled 2 ms) |" in table and "failed or hung turns" in table
+    assert "The Celery hop alone" in table
     plots = sorted(tmp_path.glob("*.png"))
     assert len(plots) == 2
     for plot in plots:
