@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, Interrupt, StateSnapshot, StreamMode
+from langgraph.types import Command, Durability, Interrupt, StateSnapshot, StreamMode
 from opentelemetry.trace import TracerProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -826,6 +826,16 @@ class GenieFlow:
         """After a run: keep only the latest checkpoints of the session."""
         await (await self._open_store()).prune(session_id, self.keep_checkpoints)
 
+    def _durability(self, store: Store) -> Durability:
+        """When a run here writes its checkpoints: the store's choice, but once at the end with Celery.
+
+        A Celery-runner run holds at most one invoker state, at its start (a worker's) or none (the
+        process that took the event stops before it), and the checkpoint it starts from is saved:
+        writing each step too would keep only the few milliseconds between an invoker's answer and
+        the run's end, for a turn's worth of extra writes.
+        """
+        return "exit" if self.runner == "celery" else store.durability
+
     def _run_options(self, flow: CompiledFlow) -> dict[str, Any]:
         """With the Celery runner, a run in this process stops before invoker states: workers run those."""
         if self.runner != "celery":
@@ -1129,9 +1139,10 @@ class GenieFlow:
         """
         store = await self._open_store()
         modes: list[StreamMode] = ["updates", "values"]
-        if self.runner == "celery" and store.durability == "sync":  # each streamed checkpoint is a saved one
+        durability = self._durability(store)
+        if self.runner == "celery":  # the last streamed checkpoint is the one saved (at "exit": saved at the end)
             modes.append("checkpoints")
-        stream = graph.astream(command, config, durability=store.durability, stream_mode=modes, **options)
+        stream = graph.astream(command, config, durability=durability, stream_mode=modes, **options)
         values: dict[str, Any] | None = None
         model: GenieModel | None = None
         recalled: tuple[Any, ...] = ()

@@ -223,7 +223,7 @@ class Store(ABC):
     """When a run's checkpoints are written (LangGraph's ``durability``). ``"sync"``: before each next
     step starts, so a process that dies mid-run leaves the session where it was working, and resumes
     it there; ``"exit"``: once, when the run stops, which only a store that dies with the process
-    (memory) can afford."""
+    (memory) can afford. Runs of the Celery runner write at exit on any store (``GenieFlow._durability``)."""
 
     def __init__(self, url: str, saver: BaseCheckpointSaver[Any]) -> None:
         self.url = url

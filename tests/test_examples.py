@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 import graphs
 from genie_graph import POLL, EventInput, GenieFlow
@@ -373,3 +374,44 @@ def test_http_500_in_a_parallel_step_then_full_recovery(llm: str, online_flow: G
     assert "ECHO: Write a two-sentence overview" in report.response
     assert "- taste: ECHO: In one sentence, assess the aspect below" in report.response
     assert online_flow.get_model("topic_analysis", sid).task_error is None
+
+
+def test_a_celery_turn_writes_a_checkpoint_where_each_run_stops(redis_url: str, example_workers: list[Worker]) -> None:
+    """With the Celery runner a run writes once, when it stops (``durability="exit"``): a turn into an
+    invoker state writes two checkpoints (where the event's process stops before the invoker state,
+    where the worker's run waits for the user) and one pending write (the wait); writing at every
+    step also wrote each step's channel writes, 21 a turn. Counted with Redis's ``MONITOR``, which
+    sees every process's commands."""
+    import threading
+
+    client = redis.Redis.from_url(redis_url)
+    with graphs.create_flow(redis_url, runner="celery") as flow:
+        sid = flow.create_new_session("q_and_a").session_id
+        seen: list[str] = []
+        watching = threading.Event()
+
+        def watch() -> None:
+            with client.monitor() as monitor:
+                watching.set()
+                for command in monitor.listen():
+                    seen.append(command["command"])
+                    if command["command"].startswith("GET stop-watching"):
+                        return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        assert watching.wait(10)
+        for turn in range(3):
+            event = EventInput(session_id=sid, event="user_input", event_input=f"question {turn}")
+            answer = flow.process_event("q_and_a", event, wait=30)
+            while answer.next_actions == [POLL]:
+                answer = flow.process_event("q_and_a", EventInput(session_id=sid, event=POLL, event_input=""), wait=30)
+            assert answer.error is None and answer.next_actions == ["user_input"], answer
+            assert f"question {turn}" in str(answer.response)
+        redis.Redis.from_url(redis_url).get("stop-watching")
+        watcher.join(10)
+    client.close()
+    saved = [command for command in seen if command.startswith(f"JSON.SET checkpoint:{sid}:")]
+    writes = [command for command in seen if command.startswith(f"JSON.SET checkpoint_write:{sid}:")]
+    assert len(saved) == 2 * 3, saved
+    assert len(writes) == 1 * 3, writes
