@@ -38,7 +38,9 @@ def server(
     (place / "prices.yaml").write_text("currency: USD\nmodels:\n  gpt-4o-mini: {input: 0.15, output: 0.6}\n")
     # The workers price the calls they make, so they read the price table too.
     env = {"GENIE_GRAPH_OPENAI_BASE_URL": llm_url, "GENIE_GRAPH_PRICES": str(place / "prices.yaml")}
-    args = ["--max-event-input", str(LIMIT)]
+    # A wait long enough that a fast run's answer comes with its event on a loaded machine too (the
+    # test asserts what the event answers, not how fast the run is); a 5 s LLM call still outlasts it.
+    args = ["--max-event-input", str(LIMIT), "--event-wait", "2"]
     workers: list[Worker] = []
     if request.param == "embedded":
         api = ApiServer(place / "serve.log", f"sqlite:///{place}/sessions.sqlite", env=env, args=args)
@@ -237,7 +239,7 @@ def test_an_invoker_failure_is_200_with_error_and_the_session_goes_on(client: ht
 
 
 def test_an_event_answers_with_a_fast_runs_answer(client: httpx.Client) -> None:
-    """The event waits (a quarter second) for its run: a fast LLM's turn is one request."""
+    """The event waits (here up to 2 s) for its run: a fast LLM's turn is one request."""
     session_id = start(client)["session_id"]
     answer = event(client, session_id, "user_input", "What is the capital of France?")
     assert answer.status_code == 200, answer.text
