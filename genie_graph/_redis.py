@@ -63,7 +63,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redisvl.query import FilterQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import Tag  # type: ignore[import-untyped]
 
-from ._redis_feed import FeedHub
+from ._redis_feed import FEED_PREFIX, FeedHub
 from ._stores import (
     FeedItem,
     KeptAnswer,
@@ -80,7 +80,6 @@ from .errors import SessionBusy
 
 _WRITE_KEYS = "write_keys_zset"
 _RUNS = "genie:runs"
-_FEED_PREFIX = "genie:feed:"
 _MANY = 10_000
 POOL_WAIT_SECONDS = 20
 """How long a call waits for a free Redis connection before the store counts as unavailable."""
@@ -1032,7 +1031,7 @@ class RedisStore(Store):
     # ---- the session feed over pub/sub: a worker's run reaches the API process's streams ----
     @staticmethod
     def _feed_channel(session_id: str) -> str:
-        return _FEED_PREFIX + session_id
+        return FEED_PREFIX + session_id
 
     async def publish(self, session_id: str, items: list[FeedItem]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -1053,4 +1052,4 @@ class RedisStore(Store):
                 await self._feed_hub.leave(channel)
 
     def _deliver_message(self, channel: str, item: FeedItem) -> None:
-        self.deliver(channel.removeprefix(_FEED_PREFIX), [item])
+        self.deliver(channel.removeprefix(FEED_PREFIX), [item])

@@ -25,7 +25,9 @@ logger = logging.getLogger("genie_graph")
 CONFIRM_SECONDS = 5.0
 """How long a subscriber waits for Redis to confirm its channel before it reads the session anyway."""
 _RETRY_SECONDS = 0.1
-_STANDING_CHANNEL = "genie:feed:-"
+FEED_PREFIX = "genie:feed:"
+"""A session's feed is the channel ``FEED_PREFIX + session_id``."""
+_STANDING_CHANNEL = FEED_PREFIX + "-"
 """Never published: keeps the connection subscribed, so redis-py never reads a health check's reply
 in the subscribing task while the reading task reads (it sends the check with the next read instead)."""
 
