@@ -2,8 +2,8 @@
 
 The Redis + Celery turn hands its invoker state to a worker and waits for the worker's word. This
 times that hand-over with nothing in it (no graph, no checkpoint, no HTTP), on a Celery configured
-as genie-graph's runner configures it (``genie_graph._celery``: late acks, prefetch 1, a threads
-pool), so the README can say how much of a Redis turn the hop alone takes.
+as genie-graph's runner configures it (``genie_graph._celery.CELERY_SETTINGS``: late acks,
+prefetch 1; a threads pool), so the README can say how much of a Redis turn the hop alone takes.
 Run: ``python -m bench.celery_hop`` (starts its own Redis and worker).
 """
 
@@ -21,20 +21,13 @@ from typing import Any
 import redis
 from celery import Celery  # type: ignore[import-untyped]
 
+from genie_graph._celery import CELERY_SETTINGS
+
 QUEUE = "bench-hop"
 BROKER_ENV = "BENCH_HOP_BROKER"
 
 app = Celery("bench_hop", broker=os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"), set_as_current=False)
-app.conf.update(
-    task_default_queue=QUEUE,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_ignore_result=True,
-    broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
-    worker_send_task_events=False,
-)
+app.conf.update(task_default_queue=QUEUE, **CELERY_SETTINGS)
 _replies: redis.Redis | None = None
 
 

@@ -26,6 +26,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger("genie_graph")
 
 ADVANCE_TASK = "genie_graph.advance"
+CELERY_SETTINGS = {
+    "task_acks_late": True,  # a task whose worker dies is delivered again ...
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,  # ... and none waits behind a long one on a busy worker
+    "task_ignore_result": True,
+    "broker_connection_retry_on_startup": True,
+    "worker_hijack_root_logger": False,
+    "worker_send_task_events": False,
+}
+"""How genie-graph's runner configures Celery, besides its queue and the broker's visibility timeout."""
 _apps: weakref.WeakKeyDictionary[GenieFlow, Celery] = weakref.WeakKeyDictionary()
 
 
@@ -38,14 +48,8 @@ def celery_app(flow: GenieFlow) -> Celery:
         app = Celery("genie_graph", broker=flow.broker_url, set_as_current=False)
         app.conf.update(
             task_default_queue=DEFAULT_QUEUE,
-            task_acks_late=True,  # a task whose worker dies is delivered again ...
-            task_reject_on_worker_lost=True,
-            worker_prefetch_multiplier=1,  # ... and none waits behind a long one on a busy worker
-            task_ignore_result=True,
-            broker_connection_retry_on_startup=True,
             broker_transport_options={"visibility_timeout": max(3600, int(flow.dispatch_timeout_seconds) * 2)},
-            worker_hijack_root_logger=False,
-            worker_send_task_events=False,
+            **CELERY_SETTINGS,
         )
 
         @app.task(name=ADVANCE_TASK, bind=False)  # type: ignore[untyped-decorator]
