@@ -265,7 +265,8 @@ def as_json(model: BaseModel, before: Mapping[str, Any] | None = None) -> dict[s
         start, stop, count = kept
         fresh = objects[count:]
         items = previous.items[start:stop] + _adapter(model_class, name).dump_python(fresh, mode="json")
-        data[name] = value = pack(items) if packing.get() else items
+        reuse = previous.value if isinstance(previous.value, str) else None  # (its chunks packed already)
+        data[name] = value = pack(items, reuse, start, count) if packing.get() else items
         if scope is not None:
             fresh_fields = [dict(obj.__dict__) for obj in fresh]
             fields = previous.fields[start:stop] + fresh_fields

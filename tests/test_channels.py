@@ -8,11 +8,14 @@ everything they read.
 
 from __future__ import annotations
 
+import base64
 import copy
 import operator
+import zlib
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import BaseModel, field_validator
 
@@ -20,7 +23,8 @@ from genie_graph import EventData, GenieFlow, GenieModel, GenieStateMachine, Sta
 from genie_graph._channels import as_json, changed_fields, expect, recall, remembering, validate
 from genie_graph._history import HistoryEntry, HistoryKind
 from genie_graph._model import DialogueElement, DialogueFormat
-from genie_graph._packing import packing_channels
+from genie_graph._packing import pack, packing_channels, unpack
+from genie_graph._stores import CompressingSerializer
 from genie_graph._templates import TemplateLibrary
 from tests.helpers import ECHO_META, RENDERER_META, send, write_tree
 
@@ -309,3 +313,50 @@ def test_a_missing_variable_is_named_among_all_the_variables(tmp_path: Path) -> 
     with pytest.raises(Exception, match="no_such_thing") as caught:
         _talk_once(tmp_path, EditModel, "{{ no_such_thing }}")
     assert "chat_history" in str(caught.value)  # the whole render data is listed, not the part asked for
+
+
+def _chunks(packed: str) -> list[str]:
+    return packed.partition(":")[2].split(".")
+
+
+def test_a_packed_list_keeps_its_whole_chunks_as_it_grows_and_loses_its_oldest() -> None:
+    """A long dialogue that grows, and a history that drops its oldest entries (as a bounded one does),
+    keep their compressed chunks: a turn compresses what is new, not the whole list again."""
+    with remembering(), packing_channels(True):
+        channels = as_json(_model(150))  # chunks of 64, 64 and 22 items
+        model = validate(EditModel, channels)
+        model.add_dialogue_element("assistant", "new")
+        del model.history[:3]
+        model.record_history(HistoryKind.EVENT, event="user_input")
+        update = changed_fields(channels, model)
+    full = model.model_dump(mode="json")
+    assert unpack(update["dialogue"]) == full["dialogue"]
+    assert unpack(update["history"]) == full["history"]
+    dialogue, history = _chunks(update["dialogue"]), _chunks(update["history"])
+    assert dialogue[:2] == _chunks(channels["dialogue"])[:2] and len(dialogue) == 3
+    assert history[1] == _chunks(channels["history"])[1]  # the first lost 3 items; the last took the new one
+    assert [chunk.partition("_")[0] for chunk in history] == ["61", "64", "23"]
+
+
+def test_the_sqlite_serializer_keeps_packed_lists_as_their_compressed_bytes() -> None:
+    with packing_channels(True):
+        channels = as_json(_model(100))
+    checkpoint = {"v": 4, "id": "1", "channel_values": channels, "channel_versions": {"state": 1}, "versions_seen": {}}
+    serializer = CompressingSerializer()
+    stored = serializer.dumps_typed(checkpoint)
+    assert serializer.loads_typed(stored) == checkpoint
+    for name in ("dialogue", "history"):  # kept as bytes, not as base64 text (nor compressed again)
+        text = channels[name].rpartition("_")[2]
+        assert text[:40].encode() not in stored[1] and base64.b64decode(text) in stored[1]
+    assert serializer.loads_typed(serializer.dumps_typed(channels["dialogue"])) == channels["dialogue"]
+
+
+def test_a_list_packed_in_one_piece_is_read_and_packed_anew_when_it_grows() -> None:
+    """Lists packed before chunks (``zlib+json:``, one piece) read as they did."""
+    items = [{"actor": "user", "actor_text": f"line {n}"} for n in range(100)]
+    one_piece = "zlib+json:" + base64.b64encode(zlib.compress(orjson.dumps(items))).decode("ascii")
+    assert unpack(one_piece) == items
+    grown = pack([*items, {"actor": "assistant", "actor_text": "new"}], one_piece, 0, 100)
+    assert unpack(grown) == [*items, {"actor": "assistant", "actor_text": "new"}]
+    serializer = CompressingSerializer()
+    assert serializer.loads_typed(serializer.dumps_typed(one_piece)) == one_piece
