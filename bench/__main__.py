@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from bench import celery_hop, scenarios
+from bench import celery_hop, processes, scenarios
 from bench.inprocess import overhead
 from bench.report import markdown, plots
 from bench.targets import GenieFlowPeer, GenieGraphEmbedded, GenieGraphRedis, LangGraphBare, Target, setup_genie_flow
@@ -45,6 +45,8 @@ class Config:
     slow: int
     overhead_sessions: int
     hops: int
+    process_seconds: float
+    process_rounds: int
 
 
 QUICK = Config(
@@ -58,6 +60,8 @@ QUICK = Config(
     slow=8,
     overhead_sessions=4,
     hops=20,
+    process_seconds=1.0,
+    process_rounds=1,
 )
 FULL = Config(
     starts=200,
@@ -70,6 +74,8 @@ FULL = Config(
     slow=64,
     overhead_sessions=40,
     hops=500,
+    process_seconds=5.0,
+    process_rounds=2,
 )
 
 
@@ -145,7 +151,7 @@ def run(names: list[str], config: Config, out: Path, redis_for_overhead: bool = 
                 results["targets"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             finally:
                 target.stop()
-        progress.set_postfix_str("in process: genie-graph vs hand-written LangGraph; the Celery hop")
+        progress.set_postfix_str("in process: genie-graph vs hand-written LangGraph; the Celery hop; 2 processes")
         redis_server = None
         if redis_for_overhead:
             import tempfile
@@ -158,6 +164,7 @@ def run(names: list[str], config: Config, out: Path, redis_for_overhead: bool = 
             results["overhead"] = overhead(config.overhead_sessions, redis_url)
             if redis_url is not None:
                 results["celery_hop"] = celery_hop.measure(redis_url, config.hops)
+            results["processes"] = processes.measure(config.process_seconds, config.process_rounds)
         finally:
             if redis_server is not None:
                 redis_server.stop()

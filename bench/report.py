@@ -118,7 +118,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"p50 {_ms(hop['p50_ms'])}, p90 {_ms(hop['p90_ms'])}, "
             f"{hop['failures']} lost of {hop['count'] + hop['failures']}.\n"
         )
+    spread = results.get("processes")
+    if spread:
+        one, two = spread["processes_1"], spread["processes_2"]
+        table += (
+            f"\nA second server process (langgraph-bare, {spread['sessions']} sessions spread over two servers on "
+            f"one SQLite file): {_rates(one)} turns/s on one, {_rates(two)} on two; the servers kept "
+            f"{_rates(one, 'server_cores')} and {_rates(two, 'server_cores')} cores busy.\n"
+        )
     return table + "\n" + "\n".join(failures) + "\n"
+
+
+def _rates(row: dict[str, Any], key: str = "turns_per_s") -> str:
+    return " / ".join(f"{value:.1f}" if key == "turns_per_s" else f"{value:.2f}" for value in row[key])
 
 
 def plots(results: dict[str, Any], directory: Path, stem: str) -> list[Path]:

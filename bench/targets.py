@@ -30,21 +30,43 @@ PEER_VENV = Path(os.environ.get("GENIE_FLOW_VENV", "/tmp/gf-venv"))
 FLOW = "bench.flows:flow"
 
 
-def _rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants."""
-    total = 0
-    pending = [pid]
+def _process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (those alive now)."""
+    tree, pending = [], [pid]
     while pending:
         current = pending.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        tree.append(current)
+        pending += [int(child) for child in children]
+    return tree
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants."""
+    total = 0
+    for member in _process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
         except OSError:
             continue
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) * 1024
-        pending += [int(child) for child in children]
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process and its descendants have taken so far."""
+    total = 0.0
+    for member in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 

@@ -37,9 +37,13 @@ def test_quick_bench_writes_results_a_table_and_plots(tmp_path: Path) -> None:
     assert all(row["ratio"] > 0 for row in results["overhead"])
     hop = results["celery_hop"]  # the Celery hop alone, on a real worker
     assert hop["count"] > 0 and hop["failures"] == 0 and hop["p50_ms"] > 0, hop
+    spread = results["processes"]  # the floor on one server process and on two
+    for count in (1, 2):
+        row = spread[f"processes_{count}"]
+        assert row["failures"] == 0 and all(rate > 0 for rate in row["turns_per_s"]), row
     table = raw.with_suffix(".md").read_text()
     assert "| full turn p50 (polled 2 ms) |" in table and "failed or hung turns" in table
-    assert "The Celery hop alone" in table
+    assert "The Celery hop alone" in table and "A second server process" in table
     plots = sorted(tmp_path.glob("*.png"))
     assert len(plots) == 2
     for plot in plots:
