@@ -139,15 +139,16 @@ def remembering() -> Iterator[None]:
 def _nested(objects: list[BaseModel], fields: list[dict[str, Any]], offset: int = 0) -> dict[int, tuple[str, ...]]:
     """The indexes (from ``offset``) of the objects holding containers, with those fields' names."""
     nested: dict[int, tuple[str, ...]] = {}
+    containers = {element_class: _containers(element_class) for element_class in set(map(type, objects))}
     for index, obj in enumerate(objects):
-        names = _containers(type(obj))
+        names = containers[type(obj)]
         if names and any(fields[index].get(name) is not None for name in names):
             nested[offset + index] = names
     return nested
 
 
 def _counted(objects: list[BaseModel]) -> bool:
-    return all(isinstance(obj, CountsAssignments) for obj in objects)
+    return all(issubclass(element_class, CountsAssignments) for element_class in set(map(type, objects)))
 
 
 def _remember(value: Any, items: list[Any], objects: list[BaseModel]) -> None:
@@ -222,14 +223,16 @@ def validate(model_class: type[M], channels: Mapping[str, Any]) -> M:
         return model_class.model_validate(channels)
     known = {name: _lookup(channels.get(name)) for name in LONG_FIELDS}
     usable = {name: entry for name, entry in known.items() if entry is not None and entry.intact()}
-    data = {**channels, **{name: list(entry.objects) for name, entry in usable.items()}} if usable else channels
-    model = model_class.model_validate(data)
-    for name in LONG_FIELDS:
-        value = channels.get(name)
-        if name not in usable and isinstance(value, list | str):
-            items = unpack(value)
-            if isinstance(items, list):
-                _remember(value, items, getattr(model, name))
+    read = {  # the others' JSON items, each packed list unpacked once (for the model and to remember)
+        name: unpack(value)
+        for name in LONG_FIELDS
+        if name not in usable and isinstance(value := channels.get(name), list | str)
+    }
+    objects = {name: list(entry.objects) for name, entry in usable.items()}
+    model = model_class.model_validate({**channels, **read, **objects} if read or objects else channels)
+    for name, items in read.items():
+        if isinstance(items, list):
+            _remember(channels[name], items, getattr(model, name))
     return model
 
 
