@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import time
@@ -41,7 +42,14 @@ from typing import Any, cast
 
 import orjson
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import CheckpointMetadata, CheckpointTuple, get_checkpoint_id
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+)
 from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 from langgraph.checkpoint.redis.base import BaseRedisSaver
 from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
@@ -62,6 +70,7 @@ from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redisvl.query import FilterQuery  # type: ignore[import-untyped]
 from redisvl.query.filter import Tag  # type: ignore[import-untyped]
+from ulid import ULID
 
 from ._redis_feed import FEED_PREFIX, FeedHub
 from ._stores import (
@@ -379,6 +388,22 @@ class _Serializer(JsonPlusRedisSerializer):
         return super().loads_typed(data)
 
 
+def _json(document: dict[str, Any]) -> bytes:
+    """A saver document as JSON (with the standard library where ``orjson`` declines a value)."""
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return json.dumps(document).encode()
+
+
+def _timestamp_ms(checkpoint_id: str) -> Any:
+    """The stock saver's ``checkpoint_ts``: the id's time if it is a ULID, else now (milliseconds)."""
+    try:
+        return ULID.from_str(checkpoint_id).timestamp
+    except Exception:  # (LangGraph's ids are UUIDs, not ULIDs: the stock saver then takes the time now)
+        return time.time() * 1000
+
+
 def _serializer(allowed_types: Iterable[tuple[str, str]]) -> _Serializer:
     """A serializer that revives exactly ``allowed_types``, given as ``(module, ClassName)``.
 
@@ -392,10 +417,94 @@ class _RedisSaver(AsyncRedisSaver):
 
     Stored channel values that are plain JSON skip the stock per-node revival walk, and a checkpoint
     is read in one round trip (the stock read takes seven: pointer, document, its values again,
-    and the pending writes' and sends' registries and documents).
+    and the pending writes' and sends' registries and documents). Writes store the stock documents
+    under the stock keys, each in one round trip of raw commands (the stock checkpoint write takes
+    two, through redisvl, and every write builds a ``redis.json()`` wrapper per command and encodes
+    with the standard library's ``json``).
     """
 
     _read: AsyncScript | None = None
+
+    def _stock_writes(self) -> bool:
+        """Whether to write as the stock saver does: on a cluster, or with its TTLs (genie-graph sets none)."""
+        return bool(self.cluster_mode or (self.ttl_config and "default_ttl" in self.ttl_config))
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        stream_mode: str = "values",
+    ) -> RunnableConfig:
+        """The stock document and latest-checkpoint pointer, in one round trip."""
+        if self._stock_writes():
+            return await super().aput(config, checkpoint, metadata, new_versions, stream_mode)
+        configurable = config["configurable"]
+        thread_id, checkpoint_ns = configurable["thread_id"], configurable["checkpoint_ns"]
+        run_id = configurable.get("run_id", metadata.get("run_id"))
+        # the stock saver's choice of ids: the config's checkpoint id is the parent of a new checkpoint
+        config_id = configurable.get("checkpoint_id")
+        checkpoint_id = config_id or configurable.get("thread_ts", "") or checkpoint.get("id", "")
+        parent_id = None
+        if checkpoint.get("id") and config_id and checkpoint["id"] != config_id:
+            parent_id, checkpoint_id = config_id, checkpoint["id"]
+        document: dict[str, Any] = {
+            "thread_id": to_storage_safe_id(thread_id),
+            "run_id": to_storage_safe_id(run_id) if run_id else "",
+            "checkpoint_ns": to_storage_safe_str(checkpoint_ns),
+            "checkpoint_id": to_storage_safe_id(checkpoint_id),
+            "parent_checkpoint_id": to_storage_safe_id(parent_id) if parent_id else "",
+            "checkpoint_ts": _timestamp_ms(checkpoint_id),
+            "checkpoint": self._dump_checkpoint(checkpoint.copy()),
+            "metadata": self._dump_metadata(metadata),
+            "has_writes": False,
+        }
+        if "source" in metadata and "step" in metadata:  # (the stock listing filters on them)
+            document["source"], document["step"] = metadata["source"], metadata["step"]
+        key = self._make_redis_checkpoint_key_cached(thread_id, checkpoint_ns, checkpoint_id)
+        pipeline = self._redis.pipeline(transaction=False)
+        pipeline.execute_command("JSON.SET", key, "$", _json(document))
+        pipeline.set(self._make_redis_checkpoint_latest_key(thread_id, checkpoint_ns), key)
+        await pipeline.execute()
+        saved = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
+        return {"configurable": saved}
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        """The stock write documents, the checkpoint's ``has_writes`` and their registry, in one round trip."""
+        if self._stock_writes() or not writes:
+            return await super().aput_writes(config, writes, task_id, task_path)
+        configurable = config["configurable"]
+        thread_id, checkpoint_id = configurable["thread_id"], configurable["checkpoint_id"]
+        checkpoint_ns = configurable.get("checkpoint_ns", "")
+        pipeline = self._redis.pipeline(transaction=False)
+        keys: list[str] = []
+        for index, (channel, value) in enumerate(writes):
+            type_, blob = self.serde.dumps_typed(value)
+            idx = WRITES_IDX_MAP.get(channel, index)
+            document = {
+                "thread_id": to_storage_safe_id(thread_id),
+                "checkpoint_ns": to_storage_safe_str(checkpoint_ns),
+                "checkpoint_id": to_storage_safe_id(checkpoint_id),
+                "task_id": task_id,
+                "task_path": task_path,
+                "idx": idx,
+                "channel": channel,
+                "type": type_,
+                "blob": self._encode_blob(blob),
+            }
+            key = self._make_redis_checkpoint_writes_key_cached(thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+            pipeline.execute_command("JSON.SET", key, "$", _json(document))
+            keys.append(key)
+        checkpoint_key = self._make_redis_checkpoint_key(thread_id, checkpoint_ns, checkpoint_id)
+        pipeline.execute_command("JSON.MERGE", checkpoint_key, "$", b'{"has_writes":true}')
+        if self._key_registry:
+            registry = self._key_registry.make_write_keys_zset_key(thread_id, checkpoint_ns, checkpoint_id)
+            pipeline.zadd(registry, {key: index for index, key in enumerate(keys)})
+        await pipeline.execute()
+        return None
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The stock read in one trip, built by the stock saver's own helpers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import OrderedDict
@@ -224,6 +225,58 @@ def test_a_checkpoint_is_read_in_one_trip_as_the_stock_saver_reads_it(redis_url:
         parent, stock_parent = both(latest.parent_config)
         assert parent is not None and parent == stock_parent
         assert both({"configurable": {"thread_id": uuid.uuid4().hex, "checkpoint_ns": ""}}) == (None, None)
+
+
+def test_a_checkpoint_and_its_writes_are_stored_as_the_stock_saver_stores_them(redis_url: str) -> None:
+    """The saver writes in one round trip each what the stock saver writes in several: the same keys and
+    documents (its search index and its reads find them alike)."""
+    from langgraph.checkpoint.base import create_checkpoint, empty_checkpoint
+    from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+
+    from genie_graph._redis import _RedisSaver
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    checkpoint = create_checkpoint(empty_checkpoint(), None, 1)
+    checkpoint["channel_values"] = {"state": "start", "dialogue": ["hi", {"actor": "user"}], "ünïcode": "ß"}
+    checkpoint["channel_versions"] = {"state": 2, "dialogue": 1}
+    with graphs.create_flow(redis_url) as flow:
+        saver = flow._sync(flow._open_store()).saver
+        assert isinstance(saver, _RedisSaver)
+
+        def put(saver_class: type[AsyncRedisSaver], thread: str) -> Any:
+            async def write() -> Any:
+                config: Any = {
+                    "configurable": {"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": "1f0-parent"}
+                }
+                saved = await saver_class.aput(
+                    saver, config, checkpoint, {"source": "loop", "step": 1, "parents": {}}, {}
+                )
+                await saver_class.aput_writes(saver, saved, [("state", "next"), ("__interrupt__", {"x": 1})], "task")
+                return saved, await AsyncRedisSaver.aget_tuple(saver, saved)
+
+            return flow._sync(write())
+
+        ours, stock = put(_RedisSaver, "thread-ours"), put(AsyncRedisSaver, "thread-stock")
+
+    def stored(thread: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key in client.scan_iter(f"*{thread}*"):
+            kind = client.type(key)
+            value: Any
+            if kind == "ReJSON-RL":
+                value = client.json().get(key)
+            else:
+                value = client.get(key) if kind == "string" else client.zrange(key, 0, -1, withscores=True)
+            if isinstance(value, dict):
+                value.pop("checkpoint_ts", None)  # (the time of the write)
+            found[key.replace(thread, "T")] = json.loads(json.dumps(value).replace(thread, "T"))
+        return found
+
+    assert stored("thread-ours") == stored("thread-stock") != {}
+    (our_config, our_read), (stock_config, stock_read) = ours, stock
+    assert our_config["configurable"]["checkpoint_id"] == stock_config["configurable"]["checkpoint_id"]
+    assert our_read.checkpoint == stock_read.checkpoint and our_read.pending_writes == stock_read.pending_writes
+    assert our_read.parent_config["configurable"]["checkpoint_id"] == "1f0-parent"
 
 
 def test_a_poll_answers_from_the_answer_its_run_kept_until_a_checkpoint_is_written(redis_url: str) -> None:
