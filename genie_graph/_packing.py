@@ -33,9 +33,10 @@ packed before chunks; read alike)."""
 CHUNK = 64
 """Items per compressed chunk. A list that grows at its end, or loses items at its start (a bounded
 history), keeps its whole chunks as they are: a turn compresses its new items and the rest of the
-chunk its oldest were dropped from, not the whole list again (at 250 turns, SQLite's turn took
-3.3 ms instead of 2.8). A full chunk, compressed once for good, takes zlib's level 6; the growing
-one level 1. A 100-turn dialogue's 18 KB of JSON take 2.0 KB so (1.8 KB in one piece)."""
+chunk its oldest were dropped from, not the whole list again (SQLite's turns 250 to 300 of a session
+took 2.94-3.04 ms in one piece, 2.55-2.68 ms in chunks). A full chunk, compressed once for good,
+takes zlib's level 6; the growing one level 1. A 100-turn dialogue's 18 KB of JSON take 2.0 KB so
+(1.8 KB in one piece)."""
 _SEPARATOR = "."  # (neither it nor "_" is in base64's alphabet)
 
 
