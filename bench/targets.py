@@ -17,11 +17,13 @@ import os
 import sqlite3
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+from genie_graph._stores import InlineSqliteSaver
 from tests.services import ApiServer, RedisServer, Worker, free_port, python_process, terminate, wait_for_http
 
 REPO = Path(__file__).resolve().parent.parent
@@ -202,6 +204,9 @@ class LangGraphBare(Target):
         self.process = None
 
     def stored_bytes(self) -> int:
+        # It answers before its writes are committed (the saver commits them within its commit delay,
+        # where genie-graph commits before it answers): read the file once they are.
+        time.sleep(10 * InlineSqliteSaver.commit_delay)
         return sqlite_bytes(self.database)
 
     def rss_bytes(self) -> int:
